@@ -1,0 +1,73 @@
+/**
+ * Blob storage port for uploaded videos and produced MP3s. Production: MongoDB GridFS
+ * (`mongodb://`, `mongodb+srv://`), one bucket each for videos and MP3s. Embedded: files in a
+ * directory (`file:`).
+ */
+
+export const BUCKETS = ["videos", "mp3s"] as const;
+export type Bucket = (typeof BUCKETS)[number];
+
+/** Metadata of a stored blob. */
+export interface BlobInfo {
+  id: string;
+  bucket: Bucket;
+  filename: string;
+  contentType: string;
+  size: number;
+  createdAt: Date;
+}
+
+export interface PutOptions {
+  /** Id to store the blob under; a fresh random id when absent. */
+  id?: string;
+  /** The name shown to people; never used as a path. */
+  filename: string;
+  contentType: string;
+  /** The put fails with `BlobTooLargeError` as soon as the source passes this many bytes. */
+  maxBytes?: number;
+}
+
+/** Inclusive byte range, already checked against the blob's size. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface OpenedBlob {
+  info: BlobInfo;
+  stream: ReadableStream<Uint8Array>;
+}
+
+export class BlobTooLargeError extends Error {
+  readonly maxBytes: number;
+
+  constructor(maxBytes: number) {
+    super(`blob is larger than the limit of ${maxBytes} bytes`);
+    this.name = "BlobTooLargeError";
+    this.maxBytes = maxBytes;
+  }
+}
+
+export class BlobExistsError extends Error {
+  constructor(bucket: Bucket, id: string) {
+    super(`blob ${bucket}/${id} exists already`);
+    this.name = "BlobExistsError";
+  }
+}
+
+export interface BlobStore {
+  /**
+   * Streams `source` into a new blob with backpressure. On any failure (source error, size limit,
+   * storage error) nothing of the blob remains and the error is rethrown. A blob becomes visible
+   * to `stat` and `open` only once it is complete.
+   */
+  put(bucket: Bucket, source: AsyncIterable<Uint8Array>, options: PutOptions): Promise<BlobInfo>;
+  stat(bucket: Bucket, id: string): Promise<BlobInfo | null>;
+  /** Opens a complete blob, or `range` of it; null when no such blob exists. */
+  open(bucket: Bucket, id: string, range?: ByteRange): Promise<OpenedBlob | null>;
+  /** Deletes a blob; false when there was none. */
+  delete(bucket: Bucket, id: string): Promise<boolean>;
+  /** Rejects when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,80 @@
+/**
+ * The few calls that differ between Bun and Deno. Everything else (node:child_process, node:fs,
+ * node:sqlite, fetch) behaves the same on both, so services import those directly.
+ */
+
+declare const Deno:
+  | {
+      serve(
+        options: { port: number; hostname: string; onListen?: (addr: { port: number }) => void },
+        handler: (request: Request) => Response | Promise<Response>,
+      ): { addr: { port: number }; shutdown(): Promise<void> };
+      env: { toObject(): Record<string, string> };
+      version: { deno: string };
+    }
+  | undefined;
+
+/** Name and version of the JavaScript runtime this process runs on. */
+export const RUNTIME =
+  typeof Deno !== "undefined" ? `deno ${Deno.version.deno}` : `bun ${Bun.version}`;
+
+/** Snapshot of the process environment. */
+export function processEnv(): Record<string, string | undefined> {
+  return typeof Deno !== "undefined" ? Deno.env.toObject() : { ...process.env };
+}
+
+export interface ServeOptions {
+  port: number;
+  hostname: string;
+  /**
+   * Largest request body in bytes that the HTTP server accepts before the app sees it. Bun's own
+   * default is 128 MiB; Deno has no such limit, so the app must enforce its limits itself.
+   */
+  maxRequestBodyBytes?: number;
+}
+
+/** A listening HTTP server. */
+export interface Server {
+  /** The port actually bound, which differs from the requested one when that was 0. */
+  readonly port: number;
+  /** Stops accepting connections and waits for in-flight requests to finish. */
+  stop(): Promise<void>;
+}
+
+/** Serves `fetch` on `hostname:port` with Bun.serve or Deno.serve. */
+export async function serve(
+  fetch: (request: Request) => Response | Promise<Response>,
+  options: ServeOptions,
+): Promise<Server> {
+  if (typeof Deno !== "undefined") {
+    const server = Deno.serve(
+      { port: options.port, hostname: options.hostname, onListen: () => {} },
+      fetch,
+    );
+    return { port: server.addr.port, stop: () => server.shutdown() };
+  }
+  const server = Bun.serve({
+    port: options.port,
+    hostname: options.hostname,
+    fetch,
+    maxRequestBodySize: options.maxRequestBodyBytes ?? 1024 * 1024,
+    // Uploads of large files stream for minutes; Bun's default idle timeout is 10 s.
+    idleTimeout: 255,
+  });
+  return {
+    port: server.port ?? options.port,
+    stop: () => server.stop(),
+  };
+}
+
+/** Calls `handler` once on SIGINT or SIGTERM, so a service can drain before it exits. */
+export function onShutdownSignal(handler: (signal: string) => void): void {
+  let called = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      if (called) return;
+      called = true;
+      handler(signal);
+    });
+  }
+}
