@@ -7,7 +7,10 @@ declare const Deno:
   | {
       serve(
         options: { port: number; hostname: string; onListen?: (addr: { port: number }) => void },
-        handler: (request: Request) => Response | Promise<Response>,
+        handler: (
+          request: Request,
+          info: { remoteAddr: { hostname: string } },
+        ) => Response | Promise<Response>,
       ): { addr: { port: number }; shutdown(): Promise<void> };
       env: { toObject(): Record<string, string> };
       version: { deno: string };
@@ -41,6 +44,16 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+const clientAddresses = new WeakMap<Request, string>();
+
+/**
+ * Returns the network peer address of a request served by `serve`, or undefined for a request
+ * built in-process (tests calling `app.handle`). Behind a proxy this is the proxy's address.
+ */
+export function clientAddressOf(request: Request): string | undefined {
+  return clientAddresses.get(request);
+}
+
 /** Serves `fetch` on `hostname:port` with Bun.serve or Deno.serve. */
 export async function serve(
   fetch: (request: Request) => Response | Promise<Response>,
@@ -49,14 +62,21 @@ export async function serve(
   if (typeof Deno !== "undefined") {
     const server = Deno.serve(
       { port: options.port, hostname: options.hostname, onListen: () => {} },
-      fetch,
+      (request, info) => {
+        clientAddresses.set(request, info.remoteAddr.hostname);
+        return fetch(request);
+      },
     );
     return { port: server.addr.port, stop: () => server.shutdown() };
   }
   const server = Bun.serve({
     port: options.port,
     hostname: options.hostname,
-    fetch,
+    fetch(request, server) {
+      const address = server.requestIP(request)?.address;
+      if (address) clientAddresses.set(request, address);
+      return fetch(request);
+    },
     maxRequestBodySize: options.maxRequestBodyBytes ?? 1024 * 1024,
     // Uploads of large files stream for minutes; Bun's default idle timeout is 10 s.
     idleTimeout: 255,
