@@ -4,8 +4,9 @@
  */
 export const ERROR_STATUS = {
   invalid_argument: 400,
-  invalid_request: 400,
   unauthenticated: 401,
+  /** A malformed `Authorization` header; 401 so that every token problem has one status. */
+  invalid_request: 401,
   invalid_token: 401,
   permission_denied: 403,
   not_found: 404,
