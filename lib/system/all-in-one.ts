@@ -1,0 +1,191 @@
+/**
+ * Runs the whole system in one process on the embedded adapters: SQLite for users and jobs, a
+ * directory for files, the in-process broker, and `.eml` files in an outbox directory. This is
+ * `bun run dev`; `deno run -A lib/system/all-in-one.ts` runs the same on Deno.
+ */
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { readAuthConfig } from "../../svc-auth/src/config.ts";
+import { startAuth } from "../../svc-auth/src/service.ts";
+import { readConverterConfig } from "../../svc-converter/src/config.ts";
+import { startConverter } from "../../svc-converter/src/service.ts";
+import { readGatewayConfig } from "../../svc-gateway/src/config.ts";
+import { startGateway } from "../../svc-gateway/src/service.ts";
+import { readNotifyConfig } from "../../svc-notify/src/config.ts";
+import { startNotify } from "../../svc-notify/src/service.ts";
+import { openBroker } from "../src/adapters/broker.ts";
+import { ConfigError, type Env, EnvReader } from "../src/config.ts";
+import { createLogger } from "../src/log.ts";
+import { onShutdownSignal, processEnv } from "../src/runtime.ts";
+import { generateSigningKey } from "../src/tokens.ts";
+import { findFreePort } from "./ports.ts";
+
+export interface AllInOneOptions {
+  /** Directory for every database, file and email; created when missing. */
+  dataDir: string;
+  /** Gateway port; 0 picks a free one. */
+  gatewayPort: number;
+  /** Auth port; 0 picks a free one. */
+  authPort: number;
+  /** Address both HTTP services bind to. */
+  host: string;
+  logLevel: string;
+  /** Extra variables for every service, such as `UPLOAD_MAX_BYTES`. */
+  extraEnv?: Env;
+}
+
+export interface AllInOne {
+  gatewayUrl: string;
+  /** Base of the links in API responses and emails. */
+  publicUrl: string;
+  authUrl: string;
+  outboxDir: string;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** Loads the signing keys kept in the data directory, making a key on first start. */
+async function loadOrCreateSigningKeys(dataDir: string): Promise<string> {
+  const path = join(dataDir, "jwt-signing-keys.json");
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  const keys = JSON.stringify({ keys: [await generateSigningKey()] });
+  await writeFile(path, keys, { mode: 0o600 });
+  await chmod(path, 0o600);
+  return keys;
+}
+
+/** Starts auth, gateway, converter and notify in this process, wired to each other. */
+export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne> {
+  const dataDir = resolve(options.dataDir);
+  const outboxDir = join(dataDir, "outbox");
+  await mkdir(outboxDir, { recursive: true });
+  const common: Env = { ...options.extraEnv, LOG_LEVEL: options.logLevel };
+  // The gateway must know its port before it starts, because the links it returns contain it.
+  const gatewayPort = options.gatewayPort || (await findFreePort(options.host));
+  const publicUrl = options.extraEnv?.PUBLIC_URL ?? `http://localhost:${gatewayPort}`;
+  const broker = await openBroker("memory:", {
+    logger: createLogger({ service: "broker", level: options.logLevel }),
+  });
+  const stops: Array<() => Promise<void>> = [() => broker.close()];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop();
+  };
+
+  try {
+    const auth = await startAuth(
+      readAuthConfig({
+        ...common,
+        HOST: options.host,
+        PORT: String(options.authPort),
+        DATABASE_URL: `sqlite:${join(dataDir, "auth.db")}`,
+        JWT_SIGNING_KEYS: await loadOrCreateSigningKeys(dataDir),
+        TRUST_PROXY: "true",
+      }),
+    );
+    stops.push(() => auth.stop());
+    const authUrl = `http://127.0.0.1:${auth.port}`;
+
+    const storageUrl = `file:${join(dataDir, "files")}`;
+    const gateway = await startGateway(
+      readGatewayConfig({
+        ...common,
+        HOST: options.host,
+        PORT: String(gatewayPort),
+        DATABASE_URL: `sqlite:${join(dataDir, "gateway.db")}`,
+        STORAGE_URL: storageUrl,
+        BROKER_URL: "memory:",
+        AUTH_URL: authUrl,
+        PUBLIC_URL: publicUrl,
+      }),
+      { broker },
+    );
+    stops.push(() => gateway.stop());
+    const gatewayUrl = `http://127.0.0.1:${gateway.port}`;
+
+    const converter = await startConverter(
+      readConverterConfig({
+        ...common,
+        BROKER_URL: "memory:",
+        STORAGE_URL: storageUrl,
+        HEALTH_PORT: "0",
+        WORK_DIR: join(dataDir, "work"),
+      }),
+      { broker },
+    );
+    stops.push(() => converter.stop());
+
+    const notify = await startNotify(
+      readNotifyConfig({
+        ...common,
+        BROKER_URL: "memory:",
+        MAIL_URL: `file:${outboxDir}`,
+        PUBLIC_URL: publicUrl,
+        HEALTH_PORT: "0",
+      }),
+      { broker },
+    );
+    stops.push(() => notify.stop());
+
+    return { gatewayUrl, publicUrl, authUrl, outboxDir, dataDir, stop: stopAll };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+function readAllInOneOptions(env: Env): AllInOneOptions {
+  const reader = new EnvReader(env);
+  const options: AllInOneOptions = {
+    dataDir: reader.string("DATA_DIR", { default: "./.data" }),
+    gatewayPort: reader.int("GATEWAY_PORT", { default: 8080, min: 0, max: 65535 }),
+    authPort: reader.int("AUTH_PORT", { default: 5000, min: 0, max: 65535 }),
+    host: reader.string("HOST", { default: "127.0.0.1" }),
+    logLevel: reader.string("LOG_LEVEL", { default: "info" }),
+    extraEnv: env,
+  };
+  if (reader.problems.length > 0) throw new ConfigError(reader.problems);
+  return options;
+}
+
+function printWelcome(system: AllInOne): void {
+  const publicUrl = system.publicUrl;
+  const lines = [
+    "",
+    "mp3converter is running (all-in-one, embedded adapters)",
+    `  API:       ${publicUrl}`,
+    `  data:      ${system.dataDir} (SQLite databases, files, signing key)`,
+    `  emails:    ${system.outboxDir} (one .eml file per email)`,
+    "",
+    "Create a user and log in:",
+    `  curl -X POST ${publicUrl}/signup -H 'content-type: application/json' \\`,
+    `    -d '{"email":"you@example.com","password":"a long passphrase"}'`,
+    `  curl -X POST -u 'you@example.com:a long passphrase' ${publicUrl}/login`,
+    "",
+    "Stop with Ctrl-C.",
+    "",
+  ];
+  process.stderr.write(`${lines.join("\n")}\n`);
+}
+
+async function main(): Promise<void> {
+  let options: AllInOneOptions;
+  try {
+    options = readAllInOneOptions(processEnv());
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(1);
+  }
+  const system = await startAllInOne(options);
+  printWelcome(system);
+  onShutdownSignal(async () => {
+    await system.stop();
+    process.exit(0);
+  });
+}
+
+if (import.meta.main) await main();
