@@ -38,6 +38,26 @@ export interface OpenedBlob {
   stream: ReadableStream<Uint8Array>;
 }
 
+/** Pattern every blob id matches; ids become file names in the `file:` store. */
+export const BLOB_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** Whether `id` is usable as a blob id: it matches `BLOB_ID_PATTERN` and is not `.` or `..`. */
+export function isValidBlobId(id: string): boolean {
+  return BLOB_ID_PATTERN.test(id) && id !== "." && id !== "..";
+}
+
+/** Raised by every store method given an id that `isValidBlobId` rejects. */
+export class InvalidBlobIdError extends Error {
+  constructor(id: string, reason?: string) {
+    super(
+      `invalid blob id ${JSON.stringify(id.slice(0, 140))}; ` +
+        (reason ??
+          "expected 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', other than '.' and '..'"),
+    );
+    this.name = "InvalidBlobIdError";
+  }
+}
+
 export class BlobTooLargeError extends Error {
   readonly maxBytes: number;
 

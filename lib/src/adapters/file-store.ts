@@ -1,0 +1,438 @@
+/**
+ * Blob store on a local directory, the embedded implementation of the storage port.
+ *
+ * Layout under the root: `<bucket>/<id>` contains the bytes and `<bucket>/<id>.json` the metadata,
+ * and `.partial/` contains writes in progress. A put writes both files under `.partial/`, syncs them,
+ * claims `<bucket>/<id>` with `link()` (which fails when the name exists, so two puts of one id
+ * cannot both win) and then renames the metadata into place. The metadata file is what makes a
+ * blob visible, so a crash or an error never exposes a half-written blob.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+} from "node:fs/promises";
+import path from "node:path";
+import { errorFields, type Logger } from "../log.ts";
+import {
+  BlobExistsError,
+  type BlobInfo,
+  type BlobStore,
+  BlobTooLargeError,
+  BUCKETS,
+  type Bucket,
+  type ByteRange,
+  InvalidBlobIdError,
+  isValidBlobId,
+  type OpenedBlob,
+  type PutOptions,
+} from "../ports/storage.ts";
+
+const PARTIAL_DIR = ".partial";
+const METADATA_SUFFIX = ".json";
+
+/**
+ * Age after which a file in `.partial/` counts as left behind by a crashed process. Every write
+ * to a partial file refreshes its modification time, so only a put stalled this long is at risk.
+ */
+const STALE_PARTIAL_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * Age after which a data file without metadata counts as left behind by a crash between the
+ * claim and the rename. A live put stays in that state for the time of one rename.
+ */
+const ORPHAN_DATA_AGE_MS = 60 * 1000;
+
+/** Size of the chunks that `open` reads and enqueues. */
+const READ_CHUNK_BYTES = 64 * 1024;
+
+export interface FileBlobStoreOptions {
+  logger: Logger;
+}
+
+/** Stored form of `BlobInfo`, with the date as an ISO 8601 string. */
+interface StoredMetadata {
+  id: string;
+  bucket: Bucket;
+  filename: string;
+  contentType: string;
+  size: number;
+  createdAt: string;
+}
+
+/**
+ * Parses the path part of a `file:` storage URL: `file:./relative/dir`, `file:/abs/dir` or
+ * `file:///abs/dir`. A relative path is resolved against the working directory.
+ */
+export function fileStoreRoot(url: string): string {
+  if (!url.startsWith("file:")) {
+    throw new Error(
+      "storage URL for the file store must start with file:, e.g. file:./.data/files",
+    );
+  }
+  const rest = url.slice("file:".length);
+  // WHATWG URL parsing would turn `file:./dir` into `/dir`, so only the `//` form goes through it.
+  const dir = rest.startsWith("//") ? decodeURIComponent(new URL(url).pathname) : rest;
+  if (dir === "") {
+    throw new Error("storage URL file: names no directory; use for example file:./.data/files");
+  }
+  return path.resolve(dir);
+}
+
+/** Opens (and creates when missing) a file blob store at `root`, sweeping stale partial files. */
+export async function openFileBlobStore(
+  root: string,
+  options: FileBlobStoreOptions,
+): Promise<BlobStore> {
+  const store = new FileBlobStore(path.resolve(root), options.logger);
+  await store.init();
+  return store;
+}
+
+class FileBlobStore implements BlobStore {
+  readonly #root: string;
+  readonly #partialDir: string;
+  readonly #logger: Logger;
+  #closed = false;
+
+  constructor(root: string, logger: Logger) {
+    this.#root = root;
+    this.#partialDir = path.join(root, PARTIAL_DIR);
+    this.#logger = logger;
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.#partialDir, { recursive: true });
+    for (const bucket of BUCKETS) await mkdir(path.join(this.#root, bucket), { recursive: true });
+    await this.#sweep();
+  }
+
+  async put(
+    bucket: Bucket,
+    source: AsyncIterable<Uint8Array>,
+    options: PutOptions,
+  ): Promise<BlobInfo> {
+    this.#checkOpen();
+    checkBucket(bucket);
+    const id = options.id ?? newBlobId();
+    checkId(id);
+    const dataPath = this.#dataPath(bucket, id);
+    // Fails fast before reading a large source; the link below is the authoritative check.
+    if (await exists(dataPath)) throw new BlobExistsError(bucket, id);
+
+    const partialData = this.#newPartialPath();
+    const partialMetadata = `${partialData}${METADATA_SUFFIX}`;
+    let claimed = false;
+    try {
+      const size = await writeSource(partialData, source, options.maxBytes);
+      const info: BlobInfo = {
+        id,
+        bucket,
+        filename: options.filename,
+        contentType: options.contentType,
+        size,
+        createdAt: new Date(),
+      };
+      await writeDurably(partialMetadata, JSON.stringify(toStored(info)));
+      try {
+        await link(partialData, dataPath);
+      } catch (error) {
+        if (errorCode(error) === "EEXIST") throw new BlobExistsError(bucket, id);
+        throw error;
+      }
+      claimed = true;
+      await rename(partialMetadata, this.#metadataPath(bucket, id));
+      await syncDirectory(path.join(this.#root, bucket));
+      return info;
+    } catch (error) {
+      if (claimed) await this.#removeQuietly(dataPath);
+      await this.#removeQuietly(partialMetadata);
+      throw error;
+    } finally {
+      await this.#removeQuietly(partialData);
+    }
+  }
+
+  async stat(bucket: Bucket, id: string): Promise<BlobInfo | null> {
+    this.#checkOpen();
+    checkBucket(bucket);
+    checkId(id);
+    return this.#readMetadata(bucket, id);
+  }
+
+  async open(bucket: Bucket, id: string, range?: ByteRange): Promise<OpenedBlob | null> {
+    this.#checkOpen();
+    checkBucket(bucket);
+    checkId(id);
+    const info = await this.#readMetadata(bucket, id);
+    if (!info) return null;
+    if (range) checkRange(range, info.size);
+
+    let handle: FileHandle;
+    try {
+      // An open handle keeps reading the bytes even if the blob is deleted meanwhile.
+      handle = await open(this.#dataPath(bucket, id), "r");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return null;
+      throw error;
+    }
+    const start = range?.start ?? 0;
+    const end = range ? range.end + 1 : info.size;
+    return { info, stream: readRange(handle, start, end) };
+  }
+
+  async delete(bucket: Bucket, id: string): Promise<boolean> {
+    this.#checkOpen();
+    checkBucket(bucket);
+    checkId(id);
+    // Metadata goes first so that the blob disappears at once for `stat` and `open`.
+    const existed = await removeIfExists(this.#metadataPath(bucket, id));
+    await removeIfExists(this.#dataPath(bucket, id));
+    return existed;
+  }
+
+  async ping(): Promise<void> {
+    this.#checkOpen();
+    const handle = await open(this.#root, "r");
+    await handle.close();
+    const probe = this.#newPartialPath();
+    await writeDurably(probe, "");
+    await unlink(probe);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  #dataPath(bucket: Bucket, id: string): string {
+    return path.join(this.#root, bucket, id);
+  }
+
+  #metadataPath(bucket: Bucket, id: string): string {
+    return path.join(this.#root, bucket, `${id}${METADATA_SUFFIX}`);
+  }
+
+  #newPartialPath(): string {
+    return path.join(this.#partialDir, randomBytes(16).toString("hex"));
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error(`file blob store at ${this.#root} is closed`);
+  }
+
+  async #readMetadata(bucket: Bucket, id: string): Promise<BlobInfo | null> {
+    const file = this.#metadataPath(bucket, id);
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return null;
+      throw error;
+    }
+    return parseMetadata(text, file);
+  }
+
+  async #removeQuietly(file: string): Promise<void> {
+    try {
+      await removeIfExists(file);
+    } catch (error) {
+      this.#logger.warn({ err: errorFields(error), file }, "failed to remove a partial blob file");
+    }
+  }
+
+  /** Removes what crashed processes left: old partial files and old data without metadata. */
+  async #sweep(): Promise<void> {
+    const now = Date.now();
+    let removed = 0;
+    for (const name of await readdir(this.#partialDir)) {
+      const file = path.join(this.#partialDir, name);
+      const info = await stat(file).catch(() => null);
+      if (info && now - info.mtimeMs > STALE_PARTIAL_AGE_MS && (await removeIfExists(file))) {
+        removed++;
+      }
+    }
+    for (const bucket of BUCKETS) {
+      const dir = path.join(this.#root, bucket);
+      const names = new Set(await readdir(dir));
+      for (const name of names) {
+        if (name.endsWith(METADATA_SUFFIX) || names.has(`${name}${METADATA_SUFFIX}`)) continue;
+        const file = path.join(dir, name);
+        // `link()` sets the change time, so it records when the data file was claimed.
+        const info = await stat(file).catch(() => null);
+        if (info && now - info.ctimeMs > ORPHAN_DATA_AGE_MS && (await removeIfExists(file))) {
+          removed++;
+        }
+      }
+    }
+    if (removed > 0) this.#logger.info({ root: this.#root, removed }, "removed stale blob files");
+  }
+}
+
+/** Returns a random 128-bit id, base64url-encoded (22 characters). */
+function newBlobId(): string {
+  return randomBytes(16).toString("base64url");
+}
+
+function checkBucket(bucket: string): asserts bucket is Bucket {
+  if (!(BUCKETS as readonly string[]).includes(bucket)) {
+    throw new Error(
+      `unknown blob bucket ${JSON.stringify(bucket)}; expected ${BUCKETS.join(" or ")}`,
+    );
+  }
+}
+
+function checkId(id: string): void {
+  if (!isValidBlobId(id)) throw new InvalidBlobIdError(id);
+  // NOTE: the file store rejects ids ending in `.json` because `<id>.json` names the metadata of
+  // `<id>`; the GridFS store accepts them.
+  if (id.endsWith(METADATA_SUFFIX)) {
+    throw new InvalidBlobIdError(id, `ids ending in ${METADATA_SUFFIX} are reserved for metadata`);
+  }
+}
+
+function checkRange(range: ByteRange, size: number): void {
+  const valid =
+    Number.isSafeInteger(range.start) &&
+    Number.isSafeInteger(range.end) &&
+    range.start >= 0 &&
+    range.start <= range.end &&
+    range.end < size;
+  if (!valid) {
+    throw new RangeError(
+      `byte range ${range.start}-${range.end} is outside the blob of ${size} bytes`,
+    );
+  }
+}
+
+/** Streams `source` into a new file at `file`, syncs it, and returns the byte count. */
+async function writeSource(
+  file: string,
+  source: AsyncIterable<Uint8Array>,
+  maxBytes: number | undefined,
+): Promise<number> {
+  const handle = await open(file, "wx");
+  try {
+    let size = 0;
+    for await (const chunk of source) {
+      size += chunk.byteLength;
+      if (maxBytes !== undefined && size > maxBytes) throw new BlobTooLargeError(maxBytes);
+      await writeAll(handle, chunk);
+    }
+    await handle.sync();
+    return size;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+async function writeDurably(file: string, text: string): Promise<void> {
+  const handle = await open(file, "wx");
+  try {
+    await writeAll(handle, new TextEncoder().encode(text));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Syncs a directory so that a rename into it survives a power loss. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Reads bytes `[start, end)` of an open file as a stream, closing the file at the end. */
+function readRange(handle: FileHandle, start: number, end: number): ReadableStream<Uint8Array> {
+  let position = start;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const length = Math.min(READ_CHUNK_BYTES, end - position);
+        if (length <= 0) {
+          await handle.close();
+          controller.close();
+          return;
+        }
+        const buffer = new Uint8Array(length);
+        const { bytesRead } = await handle.read(buffer, 0, length, position);
+        if (bytesRead === 0) {
+          throw new Error(`blob file ended at byte ${position}, before the expected ${end}`);
+        }
+        position += bytesRead;
+        controller.enqueue(buffer.subarray(0, bytesRead));
+      } catch (error) {
+        await handle.close().catch(() => {});
+        controller.error(error);
+      }
+    },
+    async cancel() {
+      await handle.close();
+    },
+  });
+}
+
+function toStored(info: BlobInfo): StoredMetadata {
+  return { ...info, createdAt: info.createdAt.toISOString() };
+}
+
+function parseMetadata(text: string, file: string): BlobInfo {
+  let stored: StoredMetadata;
+  try {
+    stored = JSON.parse(text) as StoredMetadata;
+  } catch {
+    throw new Error(`blob metadata file ${file} is not valid JSON; restore or delete it`);
+  }
+  const createdAt = new Date(stored.createdAt);
+  const valid =
+    typeof stored.id === "string" &&
+    typeof stored.filename === "string" &&
+    typeof stored.contentType === "string" &&
+    Number.isSafeInteger(stored.size) &&
+    !Number.isNaN(createdAt.getTime());
+  if (!valid) throw new Error(`blob metadata file ${file} is invalid; restore or delete it`);
+  return { ...stored, createdAt };
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (error) {
+    if (errorCode(error) === "ENOENT") return false;
+    throw error;
+  }
+}
+
+/** Unlinks `file`; false when it did not exist. */
+async function removeIfExists(file: string): Promise<boolean> {
+  try {
+    await unlink(file);
+    return true;
+  } catch (error) {
+    if (errorCode(error) === "ENOENT") return false;
+    throw error;
+  }
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as { code?: string } | null)?.code;
+}
