@@ -1,0 +1,58 @@
+import { type Env, loadConfig } from "@mp3converter/lib/config";
+import { DEFAULT_QUEUES } from "@mp3converter/lib/messages";
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** Settings of the gateway, read once at start-up from the environment. */
+export interface GatewayConfig {
+  port: number;
+  host: string;
+  logLevel: (typeof LOG_LEVELS)[number];
+  databaseUrl: string;
+  storageUrl: string;
+  brokerUrl: string;
+  /** Base URL of the auth service, without a trailing slash. */
+  authUrl: string;
+  /** Base URL of links in responses, such as `status_url`, without a trailing slash. */
+  publicUrl: string;
+  jwtIssuer: string;
+  jwtAudience: string;
+  /** Maximum size of an uploaded video file, not counting the multipart framing. */
+  uploadMaxBytes: number;
+  videoQueue: string;
+  jobEventsQueue: string;
+  /** Time between two runs of the loop that republishes unpublished jobs. */
+  outboxIntervalSeconds: number;
+  /** Whether to take the client address from the last `X-Forwarded-For` entry. */
+  trustProxy: boolean;
+}
+
+/** Reads the gateway settings; throws `ConfigError` naming every missing or invalid variable. */
+export function readGatewayConfig(env: Env): Readonly<GatewayConfig> {
+  return loadConfig(
+    (read) => ({
+      port: read.int("PORT", { default: 8080, min: 0, max: 65535 }),
+      host: read.string("HOST", { default: "0.0.0.0" }),
+      logLevel: read.oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info" }),
+      databaseUrl: read.url("DATABASE_URL", ["mysql", "sqlite"]),
+      storageUrl: read.url("STORAGE_URL", ["mongodb", "mongodb+srv", "file"]),
+      brokerUrl: read.url("BROKER_URL", ["amqp", "amqps", "memory"]),
+      authUrl: stripTrailingSlash(read.url("AUTH_URL", ["http", "https"])),
+      publicUrl: stripTrailingSlash(
+        read.url("PUBLIC_URL", ["http", "https"], { default: "http://localhost:8080" }),
+      ),
+      jwtIssuer: read.string("JWT_ISSUER", { default: "mp3converter-auth" }),
+      jwtAudience: read.string("JWT_AUDIENCE", { default: "mp3converter" }),
+      uploadMaxBytes: read.int("UPLOAD_MAX_BYTES", { default: 524_288_000, min: 1 }),
+      videoQueue: read.string("VIDEO_QUEUE", { default: DEFAULT_QUEUES.video }),
+      jobEventsQueue: read.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
+      outboxIntervalSeconds: read.int("OUTBOX_INTERVAL_SECONDS", { default: 5, min: 1, max: 3600 }),
+      trustProxy: read.bool("TRUST_PROXY", { default: false }),
+    }),
+    env,
+  );
+}
+
+function stripTrailingSlash(url: string | undefined): string {
+  return (url ?? "").replace(/\/+$/, "");
+}
