@@ -1,4 +1,9 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+/**
+ * Runs every case on SQLite and on the local MariaDB server, because the statements are shared
+ * between both dialects. The MariaDB cases use a database with a random name, dropped at the end.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { createLogger } from "@mp3converter/lib/log";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
@@ -6,6 +11,32 @@ import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import { JobStore, type NewJob } from "./jobs-store.ts";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
+
+const MYSQL_SERVER_URL = "mysql://root@127.0.0.1:3306";
+const mysqlDatabase = `mp3c_gateway_test_${randomBytes(4).toString("hex")}`;
+
+/** Runs one statement on the server's `mysql` system database, for CREATE and DROP DATABASE. */
+async function runOnMysqlServer(sql: string): Promise<void> {
+  const admin = await openSqlDatabase(`${MYSQL_SERVER_URL}/mysql`, { logger });
+  try {
+    await admin.execute(sql);
+  } finally {
+    await admin.close();
+  }
+}
+
+beforeAll(async () => {
+  await runOnMysqlServer(`CREATE DATABASE \`${mysqlDatabase}\` CHARACTER SET utf8mb4`);
+});
+
+afterAll(async () => {
+  await runOnMysqlServer(`DROP DATABASE IF EXISTS \`${mysqlDatabase}\``);
+});
+
+const DATABASE_URLS = [
+  ["sqlite", "sqlite::memory:"],
+  ["mysql", `${MYSQL_SERVER_URL}/${mysqlDatabase}`],
+] as const;
 
 let db: SqlDatabase;
 let jobs: JobStore;
@@ -24,134 +55,145 @@ function newJob(overrides: Partial<NewJob> = {}): NewJob {
   };
 }
 
-beforeEach(async () => {
-  db = await openSqlDatabase("sqlite::memory:", { logger });
-  await db.migrate(GATEWAY_MIGRATIONS);
-  jobs = new JobStore(db);
-});
-
-afterEach(async () => {
-  await db.close();
-});
-
-describe("JobStore updates", () => {
-  test("moves a job forward through every state", async () => {
-    const job = newJob();
-    await jobs.insert(job);
-    expect(await jobs.applyUpdate(job.id, { state: "converting", at: 2 })).toBe(true);
-    expect(
-      await jobs.applyUpdate(job.id, {
-        state: "converted",
-        mp3Fid: job.id,
-        durationS: 3.5,
-        warnings: ["the input ended early"],
-        at: 3,
-      }),
-    ).toBe(true);
-    expect(await jobs.applyUpdate(job.id, { state: "notified", at: 4 })).toBe(true);
-
-    const stored = await jobs.findOwned(job.id, "user-1");
-    expect(stored?.state).toBe("notified");
-    expect(stored?.mp3Fid).toBe(job.id);
-    expect(stored?.durationS).toBe(3.5);
-    expect(stored?.warnings).toEqual(["the input ended early"]);
-    expect(stored?.updatedAt).toBe(4);
+describe.each(DATABASE_URLS)("JobStore on %s", (_dialect, url) => {
+  beforeEach(async () => {
+    db = await openSqlDatabase(url, { logger });
+    await db.migrate(GATEWAY_MIGRATIONS);
+    await db.execute("DELETE FROM jobs");
+    jobs = new JobStore(db);
   });
 
-  test("ignores stale and duplicate updates", async () => {
-    const job = newJob();
-    await jobs.insert(job);
-    await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at: 2 });
-    expect(await jobs.applyUpdate(job.id, { state: "converting", at: 3 })).toBe(false);
-    expect(await jobs.applyUpdate(job.id, { state: "converted", at: 4 })).toBe(false);
-    const failure = { code: "conversion_failed", message: "late failure" };
-    expect(await jobs.applyUpdate(job.id, { state: "failed", failure, at: 5 })).toBe(false);
-    const stored = await jobs.findOwned(job.id, "user-1");
-    expect(stored?.state).toBe("converted");
-    expect(stored?.failure).toBeNull();
-    expect(stored?.updatedAt).toBe(2);
+  afterEach(async () => {
+    await db.close();
   });
 
-  test("keeps failed terminal", async () => {
-    const job = newJob();
-    await jobs.insert(job);
-    const failure = { code: "no_audio", message: "The video has no audio track." };
-    expect(await jobs.applyUpdate(job.id, { state: "failed", failure, at: 2 })).toBe(true);
-    for (const state of ["converting", "converted", "notified", "failed"] as const) {
-      expect(await jobs.applyUpdate(job.id, { state, at: 3 })).toBe(false);
-    }
-    const stored = await jobs.findOwned(job.id, "user-1");
-    expect(stored?.state).toBe("failed");
-    expect(stored?.failure).toEqual(failure);
-  });
-
-  test("ignores an update for an unknown job", async () => {
-    expect(await jobs.applyUpdate(crypto.randomUUID(), { state: "converting", at: 1 })).toBe(false);
-  });
-});
-
-describe("JobStore reads", () => {
-  test("hides jobs of other owners", async () => {
-    const job = newJob();
-    await jobs.insert(job);
-    expect(await jobs.findOwned(job.id, "user-2")).toBeNull();
-    await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: "mp3-1", at: 2 });
-    expect(await jobs.findByMp3("mp3-1", "user-2")).toBeNull();
-    expect((await jobs.findByMp3("mp3-1", "user-1"))?.id).toBe(job.id);
-  });
-
-  test("lists newest first across pages", async () => {
-    const ids: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      const job = newJob({ createdAt: 1_000 + Math.floor(i / 2) });
-      ids.push(job.id);
+  describe("updates", () => {
+    test("moves a job forward through every state", async () => {
+      const job = newJob();
       await jobs.insert(job);
-    }
-    await jobs.insert(newJob({ ownerId: "user-2" }));
-    const seen: string[] = [];
-    let page = await jobs.listOwned("user-1", 2);
-    while (page.length > 0) {
-      seen.push(...page.map((job) => job.id));
-      const last = page[page.length - 1];
-      if (!last) break;
-      page = await jobs.listOwned("user-1", 2, { createdAt: last.createdAt, id: last.id });
-    }
-    expect(seen).toHaveLength(5);
-    expect(new Set(seen)).toEqual(new Set(ids));
-    const all = await jobs.listOwned("user-1", 10);
-    expect(all.map((job) => job.id)).toEqual(seen);
-    const times = all.map((job) => job.createdAt);
-    expect(times).toEqual([...times].sort((a, b) => b - a));
-  });
-});
+      expect(await jobs.applyUpdate(job.id, { state: "converting", at: 2 })).toBe(true);
+      expect(
+        await jobs.applyUpdate(job.id, {
+          state: "converted",
+          mp3Fid: job.id,
+          durationS: 3.5,
+          warnings: ["the input ended early"],
+          at: 3,
+        }),
+      ).toBe(true);
+      expect(await jobs.applyUpdate(job.id, { state: "notified", at: 4 })).toBe(true);
 
-describe("JobStore outbox", () => {
-  test("lists unpublished jobs oldest first", async () => {
-    const older = newJob({ createdAt: 1 });
-    const newer = newJob({ createdAt: 2 });
-    await jobs.insert(newer);
-    await jobs.insert(older);
-    const pending = await jobs.listUnpublished(10, 10);
-    expect(pending.map((job) => job.id)).toEqual([older.id, newer.id]);
+      const stored = await jobs.findOwned(job.id, "user-1");
+      expect(stored?.state).toBe("notified");
+      expect(stored?.mp3Fid).toBe(job.id);
+      expect(stored?.durationS).toBe(3.5);
+      expect(stored?.warnings).toEqual(["the input ended early"]);
+      expect(stored?.updatedAt).toBe(4);
+    });
+
+    test("ignores stale and duplicate updates", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at: 2 });
+      expect(await jobs.applyUpdate(job.id, { state: "converting", at: 3 })).toBe(false);
+      expect(await jobs.applyUpdate(job.id, { state: "converted", at: 4 })).toBe(false);
+      const failure = { code: "conversion_failed", message: "late failure" };
+      expect(await jobs.applyUpdate(job.id, { state: "failed", failure, at: 5 })).toBe(false);
+      const stored = await jobs.findOwned(job.id, "user-1");
+      expect(stored?.state).toBe("converted");
+      expect(stored?.failure).toBeNull();
+      expect(stored?.updatedAt).toBe(2);
+    });
+
+    test("keeps failed terminal", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      const failure = { code: "no_audio", message: "The video has no audio track." };
+      expect(await jobs.applyUpdate(job.id, { state: "failed", failure, at: 2 })).toBe(true);
+      for (const state of ["converting", "converted", "notified", "failed"] as const) {
+        expect(await jobs.applyUpdate(job.id, { state, at: 3 })).toBe(false);
+      }
+      const stored = await jobs.findOwned(job.id, "user-1");
+      expect(stored?.state).toBe("failed");
+      expect(stored?.failure).toEqual(failure);
+    });
+
+    test("ignores an update for an unknown job", async () => {
+      expect(await jobs.applyUpdate(crypto.randomUUID(), { state: "converting", at: 1 })).toBe(
+        false,
+      );
+    });
   });
 
-  test("lets one claimer win a lease", async () => {
-    const job = newJob();
-    await jobs.insert(job);
-    expect(await jobs.claimForPublish(job.id, 10, 100)).toBe(true);
-    expect(await jobs.claimForPublish(job.id, 50, 150)).toBe(false);
-    expect(await jobs.listUnpublished(50, 10)).toHaveLength(0);
-    expect(await jobs.claimForPublish(job.id, 101, 200)).toBe(true);
+  describe("reads", () => {
+    test("hides jobs of other owners", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      expect(await jobs.findOwned(job.id, "user-2")).toBeNull();
+      await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: "mp3-1", at: 2 });
+      expect(await jobs.findByMp3("mp3-1", "user-2")).toBeNull();
+      expect((await jobs.findByMp3("mp3-1", "user-1"))?.id).toBe(job.id);
+    });
+
+    test("stores non-ASCII filenames unchanged", async () => {
+      const job = newJob({ filename: "Café 🎵 録音.mp4" });
+      await jobs.insert(job);
+      expect((await jobs.findOwned(job.id, "user-1"))?.filename).toBe("Café 🎵 録音.mp4");
+    });
+
+    test("lists newest first across pages", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const job = newJob({ createdAt: 1_000 + Math.floor(i / 2) });
+        ids.push(job.id);
+        await jobs.insert(job);
+      }
+      await jobs.insert(newJob({ ownerId: "user-2" }));
+      const seen: string[] = [];
+      let page = await jobs.listOwned("user-1", 2);
+      while (page.length > 0) {
+        seen.push(...page.map((job) => job.id));
+        const last = page[page.length - 1];
+        if (!last) break;
+        page = await jobs.listOwned("user-1", 2, { createdAt: last.createdAt, id: last.id });
+      }
+      expect(seen).toHaveLength(5);
+      expect(new Set(seen)).toEqual(new Set(ids));
+      const all = await jobs.listOwned("user-1", 10);
+      expect(all.map((job) => job.id)).toEqual(seen);
+      const times = all.map((job) => job.createdAt);
+      expect(times).toEqual([...times].sort((a, b) => b - a));
+    });
   });
 
-  test("skips published jobs and freed leases return", async () => {
-    const job = newJob({ publishLeaseUntil: 1_000_000 });
-    await jobs.insert(job);
-    expect(await jobs.listUnpublished(10, 10)).toHaveLength(0);
-    await jobs.releaseClaim(job.id);
-    expect(await jobs.listUnpublished(10, 10)).toHaveLength(1);
-    await jobs.markPublished(job.id, 20);
-    expect(await jobs.listUnpublished(10, 10)).toHaveLength(0);
-    expect((await jobs.findOwned(job.id, "user-1"))?.publishedAt).toBe(20);
+  describe("outbox", () => {
+    test("lists unpublished jobs oldest first", async () => {
+      const older = newJob({ createdAt: 1 });
+      const newer = newJob({ createdAt: 2 });
+      await jobs.insert(newer);
+      await jobs.insert(older);
+      const pending = await jobs.listUnpublished(10, 10);
+      expect(pending.map((job) => job.id)).toEqual([older.id, newer.id]);
+    });
+
+    test("lets one claimer win a lease", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      expect(await jobs.claimForPublish(job.id, 10, 100)).toBe(true);
+      expect(await jobs.claimForPublish(job.id, 50, 150)).toBe(false);
+      expect(await jobs.listUnpublished(50, 10)).toHaveLength(0);
+      expect(await jobs.claimForPublish(job.id, 101, 200)).toBe(true);
+    });
+
+    test("skips published jobs and freed leases return", async () => {
+      const job = newJob({ publishLeaseUntil: 1_000_000 });
+      await jobs.insert(job);
+      expect(await jobs.listUnpublished(10, 10)).toHaveLength(0);
+      await jobs.releaseClaim(job.id);
+      expect(await jobs.listUnpublished(10, 10)).toHaveLength(1);
+      await jobs.markPublished(job.id, 20);
+      expect(await jobs.listUnpublished(10, 10)).toHaveLength(0);
+      expect((await jobs.findOwned(job.id, "user-1"))?.publishedAt).toBe(20);
+    });
   });
 });
