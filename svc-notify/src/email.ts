@@ -39,7 +39,7 @@ export class IncompleteMessageError extends Error {
   }
 }
 
-/** Maximum length of a file name in a subject, in characters. Longer names lose their middle. */
+/** Maximum length of a file name in a subject, in characters. Longer names keep their suffix. */
 const MAX_SHOWN_FILENAME_LENGTH = 100;
 
 /** Advice to the user for each failure code the converter reports. */

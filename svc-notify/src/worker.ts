@@ -1,0 +1,216 @@
+/**
+ * The `mp3` queue handler: decodes the message, emails the user, reports `notified` for a ready
+ * MP3, and decides the delivery outcome. A redelivered message sends the same email again with
+ * the same Message-ID, so mail clients can drop the duplicate.
+ */
+import { errorFields, type Logger, maskEmail } from "@mp3converter/lib/log";
+import {
+  decodeMessage,
+  encodeMessage,
+  InvalidMessageError,
+  type JobEvent,
+  type Mp3Message,
+  Mp3MessageSchema,
+} from "@mp3converter/lib/messages";
+import type { Broker, Delivery, MessageHandler } from "@mp3converter/lib/ports/broker";
+import { MailConfigurationError, type Mailer, type SentMail } from "@mp3converter/lib/ports/mail";
+import {
+  buildJobEmail,
+  type EmailSettings,
+  IncompleteMessageError,
+  InvalidRecipientError,
+  type JobEmail,
+} from "./email.ts";
+
+/** Mail availability, as `/readyz` reports it. */
+export class MailStatus {
+  #problem: string | undefined;
+
+  /** Records a failure that no retry can fix, such as rejected credentials. */
+  markDown(problem: string): void {
+    this.#problem = problem;
+  }
+
+  markUp(): void {
+    this.#problem = undefined;
+  }
+
+  /** Readiness check: throws while the last send failed with a configuration error. */
+  check(): void {
+    if (this.#problem !== undefined) throw new Error(this.#problem);
+  }
+}
+
+export interface NotifyWorkerOptions {
+  broker: Broker;
+  mailer: Mailer;
+  logger: Logger;
+  email: EmailSettings;
+  jobEventsQueue: string;
+  mailStatus: MailStatus;
+}
+
+/**
+ * Raised by the handler when a delivery should be tried again. The broker treats a throw as
+ * `requeue` after a backoff that grows with each try, where a returned `requeue` would come back
+ * at once, so a mail outage does not spin through the queue.
+ */
+export class RetryLaterError extends Error {
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = "RetryLaterError";
+  }
+}
+
+/**
+ * Creates the handler of the `mp3` queue. It rejects a message that no retry can turn into an
+ * email, throws `RetryLaterError` when sending or publishing failed, and acks otherwise.
+ */
+export function createNotifyHandler(options: NotifyWorkerOptions): MessageHandler {
+  return async (delivery) => {
+    const message = decodeOrLog(delivery, options.logger);
+    if (message === null) return "reject";
+
+    const log = options.logger.child({ job_id: message.job_id, request_id: message.request_id });
+    const email = buildOrLog(message, options.email, log);
+    if (email === null) return "reject";
+
+    const sent = await sendOrThrow(email, options, log);
+    logSent(email, sent, delivery, log);
+
+    if (email.outcome === "ready") await publishNotified(message, options, log);
+    return "ack";
+  };
+}
+
+function decodeOrLog(delivery: Delivery, logger: Logger): Mp3Message | null {
+  try {
+    return decodeMessage(Mp3MessageSchema, delivery.body);
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    logger.error(
+      { queue: delivery.queue, message_id: delivery.messageId, err: errorFields(error) },
+      "invalid mp3 message rejected",
+    );
+    return null;
+  }
+}
+
+function buildOrLog(message: Mp3Message, settings: EmailSettings, log: Logger): JobEmail | null {
+  try {
+    return buildJobEmail(message, settings);
+  } catch (error) {
+    if (!(error instanceof InvalidRecipientError || error instanceof IncompleteMessageError)) {
+      throw error;
+    }
+    log.error({ err: errorFields(error) }, "mp3 message rejected: no email can be built from it");
+    return null;
+  }
+}
+
+/** Sends the email. On failure it logs, updates the mail status and throws `RetryLaterError`. */
+async function sendOrThrow(
+  email: JobEmail,
+  options: NotifyWorkerOptions,
+  log: Logger,
+): Promise<SentMail> {
+  try {
+    const sent = await options.mailer.send(email.message);
+    options.mailStatus.markUp();
+    return sent;
+  } catch (error) {
+    const fields = { err: errorFields(error), message_id: email.message.messageId };
+    if (error instanceof MailConfigurationError) {
+      const setting = mailSettingToFix(error);
+      options.mailStatus.markDown(`${error.message}; check ${setting}`);
+      log.error(
+        { ...fields, setting },
+        `email not sent: mail configuration rejected; fix ${setting}`,
+      );
+    } else {
+      log.warn(fields, "email not sent");
+    }
+    throw new RetryLaterError(`email ${email.message.messageId} not sent; retrying later`, {
+      cause: error,
+    });
+  }
+}
+
+/** TLS failures reported by Node's `tls` module and by nodemailer (`ETLS`). */
+const TLS_ERROR_CODES = new Set([
+  "ETLS",
+  "CERT_HAS_EXPIRED",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** Names the setting an operator should check for a mail configuration error. */
+export function mailSettingToFix(error: MailConfigurationError): string {
+  const cause = error.cause as { code?: unknown } | undefined;
+  const codes = [error.code, typeof cause?.code === "string" ? cause.code : undefined];
+  if (error.code === "EAUTH" || error.responseCode === 535 || error.responseCode === 534) {
+    return "the user name and password in MAIL_URL";
+  }
+  if (codes.some((code) => code !== undefined && TLS_ERROR_CODES.has(code))) {
+    return (
+      "MAIL_TLS_CA_FILE and the scheme of MAIL_URL (smtp: for STARTTLS, usually port 587; " +
+      "smtps: for implicit TLS, usually port 465)"
+    );
+  }
+  return "MAIL_URL";
+}
+
+function logSent(email: JobEmail, sent: SentMail, delivery: Delivery, log: Logger): void {
+  const fields = {
+    to: maskEmail(email.message.to),
+    outcome: email.outcome,
+    message_id: sent.messageId,
+    redelivered: delivery.redelivered,
+  };
+  if (sent.path === undefined) {
+    log.info(fields, "email sent");
+    return;
+  }
+  // In embedded mode this line shows a developer which file contains the email.
+  log.info(
+    { ...fields, path: sent.path, download_url: email.downloadUrl },
+    "email written to outbox",
+  );
+}
+
+/**
+ * Publishes the `notified` event; throws `RetryLaterError`, after logging, when the broker fails.
+ * The redelivery then sends the email again under the same Message-ID.
+ */
+async function publishNotified(
+  message: Mp3Message,
+  options: NotifyWorkerOptions,
+  log: Logger,
+): Promise<void> {
+  const event: JobEvent = {
+    job_id: message.job_id,
+    state: "notified",
+    at: Date.now(),
+    request_id: message.request_id,
+  };
+  if (message.mp3_fid !== null) event.mp3_fid = message.mp3_fid;
+  try {
+    await options.broker.publish(options.jobEventsQueue, encodeMessage(event), {
+      messageId: `${message.job_id}.notified`,
+    });
+  } catch (error) {
+    log.warn(
+      { err: errorFields(error), queue: options.jobEventsQueue },
+      "notified event not published",
+    );
+    throw new RetryLaterError(
+      `notified event of job ${message.job_id} not published; retrying later`,
+      {
+        cause: error,
+      },
+    );
+  }
+}
