@@ -1,0 +1,97 @@
+import { expect, test } from "bun:test";
+import { findPrlimit, runTool } from "./ffmpeg.ts";
+
+/** Bound on every run in this file, so a broken limit cannot hang the suite. */
+const SAFETY_TIMEOUT_SECONDS = 60;
+
+/** An ffmpeg command that never ends by itself: a sine source read at real-time speed. */
+const ENDLESS = ["-nostdin", "-hide_banner", "-re", "-f", "lavfi", "-i", "sine", "-f", "null", "-"];
+
+test("runTool returns stdout and exit status", async () => {
+  const run = await runTool("ffprobe", ["-hide_banner", "-version"], {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+  });
+  expect(run.exitCode).toBe(0);
+  expect(run.stdout).toContain("ffprobe version");
+  expect(run.timedOut).toBe(false);
+  expect(run.killedByLimit).toBe(false);
+});
+
+test("runTool kills a run past its timeout", async () => {
+  const run = await runTool("ffmpeg", ENDLESS, { timeoutSeconds: 1, cpuSeconds: 600 });
+  expect(run.timedOut).toBe(true);
+  expect(run.exitCode).not.toBe(0);
+  expect(run.killedByLimit).toBe(false);
+});
+
+test.skipIf(findPrlimit() === null)("runTool stops a run past its CPU limit", async () => {
+  // Encoding 720p video as fast as possible uses a full core, so it passes 1 s of CPU quickly.
+  const args = [
+    "-nostdin",
+    "-hide_banner",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc=size=1280x720",
+    "-c:v",
+    "libx264",
+    "-threads",
+    "1",
+    "-f",
+    "null",
+    "-",
+  ];
+  const run = await runTool("ffmpeg", args, {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: 1,
+  });
+  expect(run.timedOut).toBe(false);
+  expect(run.killedByLimit).toBe(true);
+});
+
+test("runTool stops on abort", async () => {
+  const controller = new AbortController();
+  const running = runTool("ffmpeg", ENDLESS, {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+    signal: controller.signal,
+  });
+  controller.abort();
+  const run = await running;
+  expect(run.aborted).toBe(true);
+  expect(run.timedOut).toBe(false);
+});
+
+test("runTool bounds stdout and keeps the stderr tail", async () => {
+  // Writes raw samples to stdout and one stderr line per frame, more than either bound.
+  const args = [
+    "-nostdin",
+    "-hide_banner",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=d=600",
+    "-v",
+    "debug",
+    "-f",
+    "s16le",
+    "-",
+  ];
+  const run = await runTool("ffmpeg", args, {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+    maxStdoutBytes: 64 * 1024,
+  });
+  expect(run.stdoutOverflow).toBe(true);
+  expect(run.stdout.length).toBeLessThanOrEqual(64 * 1024);
+  expect(Buffer.byteLength(run.stderrTail)).toBeLessThanOrEqual(8 * 1024);
+});
+
+test("runTool rejects a missing binary", async () => {
+  const running = runTool("/nonexistent/ffmpeg", ["-version"], {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+  });
+  await expect(running).rejects.toThrow("failed to start /nonexistent/ffmpeg");
+});
