@@ -29,7 +29,7 @@ export async function openSqlDatabase(url: string, options: OpenSqlOptions): Pro
     return openMysqlDatabase(url, options);
   }
   throw new Error(
-    `unsupported database URL scheme "${scheme || url.slice(0, 10)}"; ` +
+    `unsupported database URL scheme "${scheme || "(none)"}": ` +
       "use mysql://user:password@host:3306/database or sqlite:PATH",
   );
 }
