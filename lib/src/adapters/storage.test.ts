@@ -13,6 +13,7 @@ import {
   type OpenedBlob,
 } from "../ports/storage.ts";
 import { fileStoreRoot } from "./file-store.ts";
+import { databaseFromUrl } from "./gridfs-store.ts";
 import { openBlobStore } from "./storage.ts";
 
 const logger = createLogger({ service: "storage-test", level: "silent" });
@@ -439,4 +440,27 @@ describe.skipIf(!mongoUrl)("GridFS blob store contract (set MONGODB_URL to run)"
   });
 
   blobStoreContract({ open: () => openBlobStore(url.toString(), { logger }) });
+});
+
+describe("GridFS blob store without a server", () => {
+  test("open rejects when nothing listens", async () => {
+    // Port 1 on the loopback interface has no listener, so server selection fails at once.
+    const url = "mongodb://127.0.0.1:1/mp3converter?serverSelectionTimeoutMS=300";
+    await expect(openBlobStore(url, { logger })).rejects.toThrow("ECONNREFUSED");
+  });
+});
+
+describe("MongoDB connection strings", () => {
+  test("database comes from the path", () => {
+    const cases: Array<[string, string]> = [
+      ["mongodb://127.0.0.1:27017/media", "media"],
+      ["mongodb://u:p%2Fw@h1:27017,h2:27017/media?replicaSet=rs0", "media"],
+      ["mongodb+srv://cluster.example.com/media?retryWrites=true", "media"],
+      ["mongodb://127.0.0.1:27017", "mp3converter"],
+      ["mongodb://127.0.0.1:27017/", "mp3converter"],
+      ["mongodb://127.0.0.1:27017/?authSource=admin", "mp3converter"],
+    ];
+    for (const [url, database] of cases)
+      expect({ url, database: databaseFromUrl(url) }).toEqual({ url, database });
+  });
 });

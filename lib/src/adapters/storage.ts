@@ -16,6 +16,12 @@ export async function openBlobStore(url: string, options: BlobStoreOptions): Pro
   switch (scheme) {
     case "file:":
       return openFileBlobStore(fileStoreRoot(url), options);
+    case "mongodb:":
+    case "mongodb+srv:": {
+      // Loaded on demand so that the embedded mode never loads the MongoDB driver.
+      const { openGridFsBlobStore } = await import("./gridfs-store.ts");
+      return openGridFsBlobStore(url, options);
+    }
     default:
       throw new Error(
         `storage URL scheme ${scheme || "(none)"} is not supported; use file:, mongodb: or mongodb+srv:`,
