@@ -3,16 +3,27 @@
  * server at `AMQP_TEST_URL` (default amqp://guest:guest@127.0.0.1:5672). Every run uses random
  * queue names and deletes its RabbitMQ queues afterwards.
  */
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import {
+  afterAll,
+  afterEach,
+  beforeAll,
+  describe,
+  expect,
+  setDefaultTimeout,
+  test,
+} from "bun:test";
 import { createLogger } from "../log.ts";
 import type { Broker, Delivery, DeliveryOutcome } from "../ports/broker.ts";
 import { deadLetterQueueName } from "../ports/broker.ts";
+import { AmqpBroker } from "./amqp-broker.ts";
 import {
   BrokerClosedError,
   DEATH_QUEUE_HEADER,
   DEATH_REASON_HEADER,
   openBroker,
 } from "./broker.ts";
+
+const AMQP_TEST_URL = process.env.AMQP_TEST_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 
 /** Maximum wait for a condition in these tests, so a broken broker fails instead of hanging. */
 const WAIT_DEADLINE_MS = 15_000;
@@ -378,6 +389,32 @@ brokerContract("memory", () => ({
   open: (options) => openBroker("memory:", { logger: silentLogger, ...options }),
   deleteQueues: async () => {},
 }));
+
+describe("amqp", () => {
+  let admin: AmqpBroker;
+
+  beforeAll(async () => {
+    admin = await AmqpBroker.connect(AMQP_TEST_URL, {
+      logger: silentLogger,
+      maxDeliveries: 5,
+      connectionName: `broker-test-admin-${crypto.randomUUID()}`,
+    });
+  });
+
+  afterAll(async () => {
+    await admin.close();
+  });
+
+  brokerContract("amqp", () => ({
+    open: (options) =>
+      openBroker(AMQP_TEST_URL, {
+        logger: silentLogger,
+        connectionName: `broker-test-${crypto.randomUUID()}`,
+        ...options,
+      }),
+    deleteQueues: (queues) => admin.deleteQueues(queues),
+  }));
+});
 
 describe("openBroker", () => {
   test("rejects an unknown scheme", async () => {
