@@ -1,0 +1,312 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { decodeMessage, VideoMessageSchema } from "@mp3converter/lib/messages";
+import { runOutboxOnce } from "./outbox.ts";
+import {
+  BASE,
+  collectQueue,
+  createHarness,
+  type FormPart,
+  type Harness,
+  MULTIPART_TYPE,
+  multipartBody,
+  PUBLIC_URL,
+  partHead,
+  storedVideoFiles,
+  waitFor,
+} from "./test-helpers.ts";
+
+const MAX_BYTES = 64 * 1024;
+
+let h: Harness;
+let token: string;
+
+beforeEach(async () => {
+  h = await createHarness({ uploadMaxBytes: MAX_BYTES });
+  token = await h.tokenFor("user-1", "alice@example.com");
+});
+
+afterEach(async () => {
+  await h.close();
+});
+
+function uploadRequest(body: BodyInit, headers: Record<string, string> = {}): Request {
+  return new Request(`${BASE}/upload`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": MULTIPART_TYPE, ...headers },
+    body,
+    duplex: "half",
+  } as RequestInit);
+}
+
+function uploadParts(parts: FormPart[]): Promise<Response> {
+  return h.app.handle(uploadRequest(multipartBody(parts)));
+}
+
+async function jobCount(): Promise<number> {
+  const rows = await h.db.query<{ n: number }>("SELECT COUNT(*) AS n FROM jobs");
+  return Number(rows[0]?.n);
+}
+
+describe("POST /upload", () => {
+  test("stores the file, records the job and publishes it", async () => {
+    const queue = await collectQueue(h.broker, h.videoQueue);
+    const response = await uploadParts([
+      { name: "title", content: "ignored" },
+      { name: "file", filename: "talk.mp4", contentType: "video/mp4", content: "video bytes" },
+    ]);
+    expect(response.status).toBe(202);
+    const body = (await response.json()) as { job_id: string; status_url: string; state: string };
+    expect(body.state).toBe("queued");
+    expect(body.status_url).toBe(`${PUBLIC_URL}/jobs/${body.job_id}`);
+    expect(response.headers.get("location")).toBe(body.status_url);
+
+    const job = await h.jobs.findOwned(body.job_id, "user-1");
+    expect(job?.state).toBe("queued");
+    expect(job?.filename).toBe("talk.mp4");
+    expect(job?.ownerEmail).toBe("alice@example.com");
+    expect(job?.publishedAt).toBeNumber();
+
+    const blob = await h.store.open("videos", job?.videoFid ?? "");
+    expect(await new Response(blob?.stream).text()).toBe("video bytes");
+
+    expect(await waitFor(() => queue.deliveries.length === 1)).toBe(true);
+    const delivery = queue.deliveries[0];
+    expect(delivery?.messageId).toBe(body.job_id);
+    expect(delivery?.headers["x-request-id"]).toBe(response.headers.get("x-request-id") ?? "");
+    const message = decodeMessage(VideoMessageSchema, delivery?.body ?? Buffer.alloc(0));
+    expect(message).toEqual({
+      job_id: body.job_id,
+      video_fid: job?.videoFid ?? "",
+      mp3_fid: null,
+      username: "alice@example.com",
+      filename: "talk.mp4",
+      request_id: response.headers.get("x-request-id") ?? "",
+    });
+    await queue.stop();
+  });
+
+  test("accepts a body built by FormData", async () => {
+    const form = new FormData();
+    form.set("file", new Blob(["from form data"]), "clip.webm");
+    const request = new Request(`${BASE}/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: form,
+    });
+    const response = await h.app.handle(request);
+    expect(response.status).toBe(202);
+    const { job_id } = (await response.json()) as { job_id: string };
+    expect((await h.jobs.findOwned(job_id, "user-1"))?.filename).toBe("clip.webm");
+  });
+
+  test("keeps only a clean display name", async () => {
+    const response = await uploadParts([
+      { name: "file", filename: "../../etc/Caf\u0065\u0301 talk.mp4", content: "x" },
+    ]);
+    expect(response.status).toBe(202);
+    const { job_id } = (await response.json()) as { job_id: string };
+    expect((await h.jobs.findOwned(job_id, "user-1"))?.filename).toBe("Café talk.mp4");
+  });
+
+  test("uses a default name when the part has none", async () => {
+    const response = await uploadParts([
+      { name: "file", contentType: "application/octet-stream", content: "x" },
+    ]);
+    expect(response.status).toBe(202);
+    const { job_id } = (await response.json()) as { job_id: string };
+    expect((await h.jobs.findOwned(job_id, "user-1"))?.filename).toBe("upload");
+  });
+
+  test.each([
+    ["no file part", [{ name: "title", content: "no file" }], "no file part"],
+    [
+      "two file parts",
+      [
+        { name: "file", filename: "a.mp4", content: "first" },
+        { name: "file", filename: "b.mp4", content: "second" },
+      ],
+      "more than one file",
+    ],
+    ["a text field for the file", [{ name: "file", content: "C:/video.mp4" }], "sent as text"],
+    [
+      "a misnamed file part",
+      [{ name: "video", filename: "a.mp4", content: "bytes" }],
+      'field "video"',
+    ],
+  ])("rejects %s with 400", async (_case, parts, problem) => {
+    const response = await uploadParts(parts as FormPart[]);
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { code: string; message: string };
+    expect(body.code).toBe("invalid_argument");
+    expect(body.message).toContain(problem);
+    expect(body.message).toContain("curl -F file=@video.mp4");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("rejects too many fields with 400", async () => {
+    const parts: FormPart[] = Array.from({ length: 9 }, (_, i) => ({
+      name: `f${i}`,
+      content: "v",
+    }));
+    const response = await uploadParts(parts);
+    expect(response.status).toBe(400);
+  });
+
+  test("rejects a malformed multipart body with 400", async () => {
+    const truncated = multipartBody([{ name: "file", filename: "a.mp4", content: "abc" }]);
+    const response = await h.app.handle(uploadRequest(truncated.slice(0, truncated.length - 30)));
+    expect(response.status).toBe(400);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("rejects a multipart type without boundary with 400", async () => {
+    const response = await h.app.handle(
+      uploadRequest("x", { "content-type": "multipart/form-data" }),
+    );
+    expect(response.status).toBe(400);
+  });
+
+  test("rejects a body that is not multipart with 415", async () => {
+    const response = await h.app.handle(
+      uploadRequest("raw bytes", { "content-type": "application/octet-stream" }),
+    );
+    expect(response.status).toBe(415);
+    const body = (await response.json()) as { code: string; message: string };
+    expect(body.code).toBe("unsupported_media_type");
+    expect(body.message).toContain("multipart/form-data");
+  });
+
+  test("rejects a file over the limit with 413 and stores nothing", async () => {
+    const response = await uploadParts([
+      { name: "file", filename: "big.mp4", content: new Uint8Array(MAX_BYTES + 1) },
+    ]);
+    expect(response.status).toBe(413);
+    const body = (await response.json()) as { code: string; details: { max_bytes: number } };
+    expect(body.code).toBe("payload_too_large");
+    expect(body.details.max_bytes).toBe(MAX_BYTES);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("accepts a file of exactly the limit", async () => {
+    const response = await uploadParts([
+      { name: "file", filename: "edge.mp4", content: new Uint8Array(MAX_BYTES) },
+    ]);
+    expect(response.status).toBe(202);
+  });
+
+  test("rejects a declared length over the limit before reading", async () => {
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled++;
+        controller.enqueue(new Uint8Array(1024));
+      },
+    });
+    const response = await h.app.handle(
+      uploadRequest(body, { "content-length": String(MAX_BYTES * 100) }),
+    );
+    expect(response.status).toBe(413);
+    expect(pulled).toBeLessThanOrEqual(1);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+  });
+
+  test("answers 413 while the client is still sending", async () => {
+    const head = partHead({ name: "file", filename: "endless.mp4" });
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        // An endless file: the response can only come from the limit check, not the end.
+        controller.enqueue(sent === 0 ? head : new Uint8Array(8 * 1024));
+        sent++;
+      },
+    });
+    const response = await h.app.handle(uploadRequest(body));
+    expect(response.status).toBe(413);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("stores nothing when the client aborts mid-file", async () => {
+    const head = partHead({ name: "file", filename: "cut.mp4" });
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent === 4) {
+          controller.error(new Error("client disconnected"));
+          return;
+        }
+        controller.enqueue(sent === 0 ? head : new Uint8Array(4 * 1024));
+        sent++;
+      },
+    });
+    const response = await h.app.handle(uploadRequest(body));
+    expect(response.status).toBe(400);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("stores nothing when the body ends mid-file", async () => {
+    const head = partHead({ name: "file", filename: "cut.mp4" });
+    const body = Buffer.concat([head, new Uint8Array(4 * 1024)]);
+    const response = await h.app.handle(uploadRequest(body));
+    expect(response.status).toBe(400);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("accepts while the broker is down and publishes later", async () => {
+    h.broker.publishDown = true;
+    const response = await uploadParts([{ name: "file", filename: "a.mp4", content: "x" }]);
+    expect(response.status).toBe(202);
+    const { job_id } = (await response.json()) as { job_id: string };
+    expect((await h.jobs.findOwned(job_id, "user-1"))?.publishedAt).toBeNull();
+
+    const outbox = { broker: h.broker, jobs: h.jobs, logger: h.logger, videoQueue: h.videoQueue };
+    expect(await runOutboxOnce(outbox)).toBe(0);
+
+    h.broker.publishDown = false;
+    const queue = await collectQueue(h.broker, h.videoQueue);
+    expect(await runOutboxOnce(outbox)).toBe(1);
+    expect(await waitFor(() => queue.deliveries.length === 1)).toBe(true);
+    expect(queue.deliveries[0]?.messageId).toBe(job_id);
+    expect((await h.jobs.findOwned(job_id, "user-1"))?.publishedAt).toBeNumber();
+    expect(await runOutboxOnce(outbox)).toBe(0);
+    await queue.stop();
+  });
+
+  test.each([
+    ["no token", undefined, "unauthenticated"],
+    ["a malformed header", "Token abc", "invalid_request"],
+    ["a bad token", "Bearer not.a.jwt", "invalid_token"],
+  ])("rejects %s with 401", async (_case, authorization, code) => {
+    const headers: Record<string, string> = { "content-type": MULTIPART_TYPE };
+    if (authorization) headers.authorization = authorization;
+    const request = new Request(`${BASE}/upload`, {
+      method: "POST",
+      headers,
+      body: multipartBody([{ name: "file", filename: "a.mp4", content: "x" }]),
+    });
+    const response = await h.app.handle(request);
+    expect(response.status).toBe(401);
+    expect(response.headers.get("www-authenticate")).toStartWith("Bearer");
+    expect(((await response.json()) as { code: string }).code).toBe(code);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+  });
+
+  test("rejects a token signed by another key with 401", async () => {
+    const other = await createHarness();
+    const foreign = await other.tokenFor("user-1");
+    await other.close();
+    const request = new Request(`${BASE}/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${foreign}`, "content-type": MULTIPART_TYPE },
+      body: multipartBody([{ name: "file", filename: "a.mp4", content: "x" }]),
+    });
+    const response = await h.app.handle(request);
+    expect(response.status).toBe(401);
+    expect(response.headers.get("www-authenticate")).toContain('error="invalid_token"');
+  });
+});
