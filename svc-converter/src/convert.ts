@@ -1,7 +1,7 @@
 /**
  * Converts the chosen audio stream of a local media file to MP3 with ffmpeg and libmp3lame.
  */
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { copyFile, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConversionError, inputFailure, limitFailure, toolFailure } from "./failures.ts";
 import { FFMPEG_BASE_ARGS, FFPROBE_BASE_ARGS, runTool, safeInputArgs } from "./ffmpeg.ts";
@@ -217,5 +217,34 @@ export async function convertToMp3(
   } catch (error) {
     await dispose();
     throw error;
+  }
+}
+
+/**
+ * Converts `inputPath` to an MP3 at `outputPath`, replacing any file there, and returns what
+ * `convertToMp3` measured. Throws like `convertToMp3`.
+ */
+export async function convertFile(
+  inputPath: string,
+  outputPath: string,
+  settings: ConvertSettings,
+): Promise<Omit<ConvertedMp3, "dispose">> {
+  const mp3 = await convertToMp3(inputPath, settings);
+  try {
+    await moveFile(mp3.path, outputPath);
+  } finally {
+    await mp3.dispose();
+  }
+  const { dispose: _, ...result } = mp3;
+  return { ...result, path: outputPath };
+}
+
+/** Renames `from` to `to`, copying when they are on different file systems. */
+async function moveFile(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+    await copyFile(from, to);
   }
 }

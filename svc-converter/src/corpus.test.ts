@@ -65,12 +65,12 @@ describe.skipIf(corpusDir === undefined)("media corpus", () => {
 
     try {
       if (expected.expect === "reject") {
-        expect(failure?.code).toBe(expected.reason as string);
+        expect<string | undefined>(failure?.code).toBe(expected.reason);
         return;
       }
       if (failure) {
         if (expected.expect === "reject_or_convert") {
-          expect(failure.code).toBe(expected.reason as string);
+          expect<string>(failure.code).toBe(expected.reason as string);
           return;
         }
         throw new Error(`${name} was expected to convert but failed: ${failure.message}`);

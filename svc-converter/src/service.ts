@@ -1,0 +1,142 @@
+/**
+ * Wires the converter service: the broker consumer of the `video` queue, the blob store and the
+ * health server. Tests and the all-in-one mode pass their own broker, store or logger.
+ */
+import { mkdir } from "node:fs/promises";
+import { openBroker } from "@mp3converter/lib/adapters/broker";
+import { openBlobStore } from "@mp3converter/lib/adapters/storage";
+import { createLogger, errorFields, type Logger } from "@mp3converter/lib/log";
+import type { Broker, Subscription } from "@mp3converter/lib/ports/broker";
+import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import { type Server, serve } from "@mp3converter/lib/runtime";
+import { createConverterApp } from "./app.ts";
+import type { ConverterConfig } from "./config.ts";
+import { findExecutable, findPrlimit } from "./ffmpeg.ts";
+import { createConvertHandler } from "./worker.ts";
+
+export interface ConverterOverrides {
+  /** A broker to use instead of opening `BROKER_URL`; the service does not close it. */
+  broker?: Broker;
+  /** A blob store to use instead of opening `STORAGE_URL`; the service does not close it. */
+  store?: BlobStore;
+  logger?: Logger;
+}
+
+export interface ConverterService {
+  /** Port of the health server. */
+  port: number;
+  /**
+   * Stops consuming and waits for the running conversions. Those still running after
+   * `STOP_GRACE_MS` are killed and their messages go back to the queue.
+   */
+  stop(): Promise<void>;
+}
+
+/**
+ * Time a running conversion gets to finish on stop. It stays below Kubernetes' default
+ * termination grace period of 30 s, so the pod exits before it is killed.
+ */
+export const STOP_GRACE_MS = 20_000;
+
+/** Address the health server binds; probes come from the kubelet, not from localhost. */
+const HEALTH_HOST = "0.0.0.0";
+
+/** Throws when ffmpeg or ffprobe is missing, naming the setting to fix. */
+function checkBinaries(config: Readonly<ConverterConfig>, logger: Logger): void {
+  for (const [name, path] of [
+    ["FFMPEG_PATH", config.ffmpegPath],
+    ["FFPROBE_PATH", config.ffprobePath],
+  ] as const) {
+    if (findExecutable(path) === null) {
+      throw new Error(`${name}=${path} is not an executable file; install ffmpeg or fix ${name}`);
+    }
+  }
+  if (findPrlimit() === null) {
+    logger.warn("prlimit not found on PATH, so CONVERT_CPU_SECONDS is not enforced");
+  }
+}
+
+/** Starts the converter; rejects when ffmpeg is missing or an adapter cannot be opened. */
+export async function startConverter(
+  config: Readonly<ConverterConfig>,
+  overrides: ConverterOverrides = {},
+): Promise<ConverterService> {
+  const logger = overrides.logger ?? createLogger({ service: "converter", level: config.logLevel });
+  checkBinaries(config, logger);
+  await mkdir(config.workDir, { recursive: true });
+
+  const cleanups: Array<() => Promise<void>> = [];
+  const closeAll = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  };
+  try {
+    const store = overrides.store ?? (await openBlobStore(config.storageUrl, { logger }));
+    if (!overrides.store) cleanups.push(() => store.close());
+    const broker = overrides.broker ?? (await openBroker(config.brokerUrl, { logger }));
+    if (!overrides.broker) cleanups.push(() => broker.close());
+
+    await broker.declareQueues([config.videoQueue, config.mp3Queue, config.jobEventsQueue]);
+    const shutdown = new AbortController();
+    const handler = createConvertHandler({
+      broker,
+      store,
+      logger,
+      convert: config,
+      mp3Queue: config.mp3Queue,
+      jobEventsQueue: config.jobEventsQueue,
+      signal: shutdown.signal,
+    });
+    const subscription = await broker.consume(config.videoQueue, handler, {
+      prefetch: config.prefetch,
+    });
+    cleanups.push(() => subscription.cancel());
+
+    const app = createConverterApp({ logger, broker, store });
+    const server = await serve(app.fetch, { port: config.healthPort, hostname: HEALTH_HOST });
+    logger.info(
+      { queue: config.videoQueue, prefetch: config.prefetch, health_port: server.port },
+      "converter started",
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      port: server.port,
+      stop: () => {
+        stopping ??= stopConverter({ subscription, server, shutdown, closeAll, logger });
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+interface RunningParts {
+  subscription: Subscription;
+  server: Server;
+  shutdown: AbortController;
+  closeAll: () => Promise<void>;
+  logger: Logger;
+}
+
+async function stopConverter(parts: RunningParts): Promise<void> {
+  parts.logger.info("converter stopping");
+  const killTimer = setTimeout(() => {
+    parts.logger.warn(
+      { grace_ms: STOP_GRACE_MS },
+      "conversions still running after the grace period; stopping ffmpeg",
+    );
+    parts.shutdown.abort();
+  }, STOP_GRACE_MS);
+  try {
+    await parts.subscription.cancel();
+  } catch (error) {
+    parts.logger.error({ err: errorFields(error) }, "consumer failed to cancel cleanly");
+  } finally {
+    clearTimeout(killTimer);
+  }
+  await parts.server.stop();
+  await parts.closeAll();
+  parts.logger.info("converter stopped");
+}

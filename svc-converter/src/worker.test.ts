@@ -1,0 +1,273 @@
+/**
+ * Converter service tests on the in-process broker and a file blob store in a temporary
+ * directory, with real ffmpeg runs on generated media.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
+import { DEATH_REASON_HEADER, openBroker } from "@mp3converter/lib/adapters/broker";
+import { openBlobStore } from "@mp3converter/lib/adapters/storage";
+import { createLogger, type Logger } from "@mp3converter/lib/log";
+import {
+  decodeMessage,
+  encodeMessage,
+  type JobEvent,
+  JobEventSchema,
+  type Mp3Message,
+  Mp3MessageSchema,
+  type VideoMessage,
+} from "@mp3converter/lib/messages";
+import { type Broker, type Delivery, deadLetterQueueName } from "@mp3converter/lib/ports/broker";
+import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import { readConverterConfig } from "./config.ts";
+import { type ConverterService, startConverter } from "./service.ts";
+import { CLIP_SECONDS, ffprobeJson, generateTestMedia, type TestMedia } from "./test-media.ts";
+import { mp3FileName } from "./worker.ts";
+
+/** Maximum wait for a condition, so a broken worker fails the test instead of hanging it. */
+const WAIT_DEADLINE_MS = 30_000;
+
+// Above WAIT_DEADLINE_MS, so a failed wait reports what it waited for instead of a timeout.
+setDefaultTimeout(60_000);
+
+async function waitFor(what: string, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + WAIT_DEADLINE_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${WAIT_DEADLINE_MS} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Creates a logger whose JSON lines the test can read back. */
+function capturingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk, _encoding, callback) {
+      for (const line of String(chunk).split("\n")) if (line) lines.push(JSON.parse(line));
+      callback();
+    },
+  });
+  const logger = createLogger({ service: "converter-test", level: "debug", destination });
+  return { logger, lines };
+}
+
+let dir: string;
+let workDir: string;
+let media: TestMedia;
+let broker: Broker;
+let store: BlobStore;
+let service: ConverterService;
+let logLines: Record<string, unknown>[];
+const mp3Messages: Mp3Message[] = [];
+const events: JobEvent[] = [];
+const deadLetters: Delivery[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "converter-worker-test-"));
+  workDir = join(dir, "work");
+  media = await generateTestMedia(dir);
+  const captured = capturingLogger();
+  logLines = captured.lines;
+  broker = await openBroker("memory:", { logger: captured.logger });
+  store = await openBlobStore(`file:${join(dir, "files")}`, { logger: captured.logger });
+
+  const config = readConverterConfig({
+    BROKER_URL: "memory:",
+    STORAGE_URL: `file:${join(dir, "files")}`,
+    HEALTH_PORT: "0",
+    WORK_DIR: workDir,
+  });
+  service = await startConverter(config, { broker, store, logger: captured.logger });
+
+  await broker.consume(
+    config.mp3Queue,
+    async (delivery) => {
+      mp3Messages.push(decodeMessage(Mp3MessageSchema, delivery.body));
+      return "ack";
+    },
+    { prefetch: 10 },
+  );
+  await broker.consume(
+    config.jobEventsQueue,
+    async (delivery) => {
+      events.push(decodeMessage(JobEventSchema, delivery.body));
+      return "ack";
+    },
+    { prefetch: 10 },
+  );
+  await broker.consume(
+    deadLetterQueueName(config.videoQueue),
+    async (delivery) => {
+      deadLetters.push(delivery);
+      return "ack";
+    },
+    { prefetch: 10 },
+  );
+}, 180_000);
+
+afterAll(async () => {
+  await service?.stop();
+  await broker?.close();
+  await store?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function uploadVideo(id: string, path: string, filename: string): Promise<void> {
+  await store.put("videos", createReadStream(path), { id, filename, contentType: "video/mp4" });
+}
+
+function videoMessage(jobId: string, videoId: string, filename: string): VideoMessage {
+  return {
+    job_id: jobId,
+    video_fid: videoId,
+    mp3_fid: null,
+    username: "alice@example.com",
+    filename,
+    request_id: `request-${jobId}`,
+  };
+}
+
+async function publishVideo(message: VideoMessage): Promise<void> {
+  await broker.publish("video", encodeMessage(message), { messageId: message.job_id });
+}
+
+function eventsOf(jobId: string): JobEvent[] {
+  return events.filter((event) => event.job_id === jobId);
+}
+
+function mp3MessagesOf(jobId: string): Mp3Message[] {
+  return mp3Messages.filter((message) => message.job_id === jobId);
+}
+
+describe("converter worker", () => {
+  test("converts a video to a stored MP3", async () => {
+    await uploadVideo("video-good", media.mp4MoovAtEnd, "holiday.mov");
+    await publishVideo(videoMessage("job-good", "video-good", "holiday.mov"));
+    await waitFor("converted event", () =>
+      eventsOf("job-good").some((e) => e.state !== "converting"),
+    );
+
+    const jobEvents = eventsOf("job-good");
+    expect(jobEvents.map((e) => e.state)).toEqual(["converting", "converted"]);
+    const converted = jobEvents[1] as JobEvent;
+    expect(converted.mp3_fid).toBe("job-good");
+    expect(converted.warnings).toEqual([]);
+    expect(converted.request_id).toBe("request-job-good");
+    expect(Math.abs((converted.duration_s ?? 0) - CLIP_SECONDS)).toBeLessThanOrEqual(0.5);
+
+    const messages = mp3MessagesOf("job-good");
+    expect(messages).toHaveLength(1);
+    expect(messages[0]?.mp3_fid).toBe("job-good");
+    expect(messages[0]?.failure).toBeUndefined();
+    expect(messages[0]?.username).toBe("alice@example.com");
+
+    const info = await store.stat("mp3s", "job-good");
+    expect(info?.filename).toBe("holiday.mp3");
+    expect(info?.contentType).toBe("audio/mpeg");
+
+    const blob = await store.open("mp3s", "job-good");
+    const copy = join(dir, "stored.mp3");
+    await pipeline(
+      Readable.fromWeb(blob?.stream as unknown as NodeReadableStream<Uint8Array>),
+      createWriteStream(copy),
+    );
+    const probed = await ffprobeJson(copy);
+    expect(probed.streams[0]?.codec_name).toBe("mp3");
+  });
+
+  test("redelivery makes no second MP3", async () => {
+    await waitFor("first job done", () => eventsOf("job-good").length >= 2);
+    const before = await store.stat("mp3s", "job-good");
+    // Without the video, a second conversion would fail, so a `converted` event proves the
+    // handler found the MP3 and did not convert again.
+    await store.delete("videos", "video-good");
+
+    await publishVideo(videoMessage("job-good", "video-good", "holiday.mov"));
+    await waitFor("second converted event", () => eventsOf("job-good").length >= 4);
+
+    expect(eventsOf("job-good").map((e) => e.state)).toEqual([
+      "converting",
+      "converted",
+      "converting",
+      "converted",
+    ]);
+    expect(mp3MessagesOf("job-good")).toHaveLength(2);
+    expect(mp3MessagesOf("job-good")[1]?.mp3_fid).toBe("job-good");
+    const after = await store.stat("mp3s", "job-good");
+    expect(after?.createdAt).toEqual(before?.createdAt as Date);
+    const skipped = logLines.filter(
+      (line) => line.job_id === "job-good" && String(line.msg).includes("conversion skipped"),
+    );
+    expect(skipped).toHaveLength(1);
+  });
+
+  test("video without audio fails with no_audio", async () => {
+    await uploadVideo("video-silent", media.videoWithoutAudio, "screen.mp4");
+    await publishVideo(videoMessage("job-silent", "video-silent", "screen.mp4"));
+    await waitFor("failed event", () => eventsOf("job-silent").some((e) => e.state === "failed"));
+
+    const failed = eventsOf("job-silent").at(-1) as JobEvent;
+    expect(failed.failure?.code).toBe("no_audio");
+    expect(failed.failure?.message).toContain("no audio track");
+    const messages = mp3MessagesOf("job-silent");
+    expect(messages).toHaveLength(1);
+    expect(messages[0]?.mp3_fid).toBeNull();
+    expect(messages[0]?.failure?.code).toBe("no_audio");
+    expect(await store.stat("mp3s", "job-silent")).toBeNull();
+  });
+
+  test("missing video fails with processing_failed", async () => {
+    await publishVideo(videoMessage("job-lost", "video-never-stored", "lost.mp4"));
+    await waitFor("failed event", () => eventsOf("job-lost").some((e) => e.state === "failed"));
+
+    expect(eventsOf("job-lost").at(-1)?.failure?.code).toBe("processing_failed");
+    expect(mp3MessagesOf("job-lost")[0]?.failure?.code).toBe("processing_failed");
+  });
+
+  test("invalid message is dead-lettered", async () => {
+    await broker.publish("video", Buffer.from(JSON.stringify({ job_id: "job-bad" })), {
+      messageId: "job-bad",
+    });
+    await waitFor("dead letter", () => deadLetters.some((d) => d.messageId === "job-bad"));
+
+    const dead = deadLetters.find((d) => d.messageId === "job-bad") as Delivery;
+    expect(dead.headers[DEATH_REASON_HEADER]).toBe("rejected");
+    expect(eventsOf("job-bad")).toEqual([]);
+    const logged = logLines.find((line) => line.msg === "invalid video message rejected");
+    expect(logged).toBeDefined();
+  });
+
+  test("logs mask the user's email", () => {
+    const started = logLines.find((line) => line.msg === "conversion started");
+    expect(started?.user).toBe("a***@example.com");
+    expect(JSON.stringify(logLines)).not.toContain("alice@example.com");
+  });
+
+  test("leaves no temporary files", async () => {
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test("readyz reports ready", async () => {
+    const response = await fetch(`http://127.0.0.1:${service.port}/readyz`);
+    expect(response.status).toBe(200);
+  });
+});
+
+describe("mp3FileName", () => {
+  test("replaces the extension", () => {
+    expect(mp3FileName("holiday.MOV")).toBe("holiday.mp3");
+    expect(mp3FileName("mi korasón.flac")).toBe("mi korasón.mp3");
+    expect(mp3FileName("archive.tar.gz")).toBe("archive.tar.mp3");
+  });
+
+  test("names a file without a usable name", () => {
+    expect(mp3FileName("")).toBe("audio.mp3");
+    expect(mp3FileName(".mp4")).toBe("audio.mp3");
+    expect(mp3FileName("notes")).toBe("notes.mp3");
+  });
+});
