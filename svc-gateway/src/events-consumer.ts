@@ -1,0 +1,132 @@
+/**
+ * Consumers that move jobs: job events from the workers, and VideoMessages the converter gave up
+ * on, which reach the video queue's dead-letter queue.
+ */
+import { DEATH_REASON_HEADER } from "@mp3converter/lib/adapters/broker";
+import type { Logger } from "@mp3converter/lib/log";
+import { errorFields } from "@mp3converter/lib/log";
+import {
+  decodeMessage,
+  InvalidMessageError,
+  type JobEvent,
+  JobEventSchema,
+} from "@mp3converter/lib/messages";
+import {
+  type Broker,
+  type Delivery,
+  type DeliveryOutcome,
+  deadLetterQueueName,
+  type Subscription,
+} from "@mp3converter/lib/ports/broker";
+import { Type } from "@sinclair/typebox";
+import type { JobStore, JobUpdate } from "./jobs-store.ts";
+
+/** Deliveries each consumer holds at once; every event is one small UPDATE. */
+const EVENTS_PREFETCH = 16;
+
+/** Failure recorded for a job whose VideoMessage was dead-lettered. */
+export const DEAD_LETTER_FAILURE = {
+  code: "processing_failed",
+  message:
+    "The conversion could not be completed after repeated attempts. Upload the file again; " +
+    "if it fails again, the file may be damaged.",
+} as const;
+
+/**
+ * Only the job id of a dead-lettered message is needed, and the converter dead-letters messages
+ * that fail the full VideoMessage schema, so this accepts any message that names a job.
+ */
+const DeadLetterSchema = Type.Object({
+  job_id: Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9._-]+$" }),
+});
+
+export interface EventConsumerDeps {
+  broker: Broker;
+  jobs: JobStore;
+  logger: Logger;
+  videoQueue: string;
+  jobEventsQueue: string;
+}
+
+/** Turns a job event into the update of the jobs table it asks for. */
+export function toJobUpdate(event: JobEvent, now: number): JobUpdate {
+  const update: JobUpdate = { state: event.state, at: now };
+  if (event.mp3_fid !== undefined) update.mp3Fid = event.mp3_fid;
+  if (event.duration_s !== undefined) update.durationS = event.duration_s;
+  if (event.warnings !== undefined) update.warnings = event.warnings;
+  if (event.state === "failed") {
+    update.failure = event.failure ?? {
+      code: "conversion_failed",
+      message: "The conversion failed. Upload the file again.",
+    };
+  }
+  return update;
+}
+
+/** Applies one job event; a malformed one is rejected so that it lands in the dead-letter queue. */
+export async function handleJobEvent(
+  delivery: Delivery,
+  deps: Pick<EventConsumerDeps, "jobs" | "logger">,
+): Promise<DeliveryOutcome> {
+  let event: JobEvent;
+  try {
+    event = decodeMessage(JobEventSchema, delivery.body);
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    deps.logger.error(
+      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
+      "job event rejected as malformed",
+    );
+    return "reject";
+  }
+  const applied = await deps.jobs.applyUpdate(event.job_id, toJobUpdate(event, Date.now()));
+  const fields = { job_id: event.job_id, request_id: event.request_id, state: event.state };
+  if (applied) deps.logger.info(fields, "job state changed");
+  else deps.logger.debug(fields, "job event ignored as stale, duplicate or for an unknown job");
+  return "ack";
+}
+
+/** Marks the job of a dead-lettered VideoMessage failed. */
+export async function handleDeadLetteredVideo(
+  delivery: Delivery,
+  deps: Pick<EventConsumerDeps, "jobs" | "logger">,
+): Promise<DeliveryOutcome> {
+  let jobId: string;
+  try {
+    jobId = decodeMessage(DeadLetterSchema, delivery.body).job_id;
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    // Rejecting here would drop the message too, because a dead-letter queue has none of its own.
+    deps.logger.error(
+      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
+      "dead-lettered video message names no job; dropped",
+    );
+    return "ack";
+  }
+  const applied = await deps.jobs.applyUpdate(jobId, {
+    state: "failed",
+    failure: DEAD_LETTER_FAILURE,
+    at: Date.now(),
+  });
+  const fields = { job_id: jobId, reason: delivery.headers[DEATH_REASON_HEADER] };
+  if (applied)
+    deps.logger.warn(fields, "job marked failed because its video message was dead-lettered");
+  else
+    deps.logger.info(fields, "dead-lettered video message ignored; its job is finished or unknown");
+  return "ack";
+}
+
+/** Starts both consumers; the returned subscriptions are cancelled on shutdown. */
+export async function startEventConsumers(deps: EventConsumerDeps): Promise<Subscription[]> {
+  const events = await deps.broker.consume(
+    deps.jobEventsQueue,
+    (delivery) => handleJobEvent(delivery, deps),
+    { prefetch: EVENTS_PREFETCH },
+  );
+  const deadLetters = await deps.broker.consume(
+    deadLetterQueueName(deps.videoQueue),
+    (delivery) => handleDeadLetteredVideo(delivery, deps),
+    { prefetch: EVENTS_PREFETCH },
+  );
+  return [events, deadLetters];
+}
