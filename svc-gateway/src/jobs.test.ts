@@ -55,9 +55,13 @@ async function insertJob(overrides: Partial<NewJob> = {}): Promise<string> {
   return id;
 }
 
+async function* chunksOf(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
 /** Stores an MP3 blob under the job id, as the converter does, and marks the job converted. */
 async function convertJob(jobId: string, bytes: Uint8Array): Promise<void> {
-  await h.store.put("mp3s", [bytes], {
+  await h.store.put("mp3s", chunksOf(bytes), {
     id: jobId,
     filename: "out.mp3",
     contentType: "audio/mpeg",
@@ -245,7 +249,7 @@ describe("GET /download", () => {
 
   test("answers 404 before the job is converted", async () => {
     const id = await insertJob();
-    await h.store.put("mp3s", [mp3], { id, filename: "x.mp3", contentType: "audio/mpeg" });
+    await h.store.put("mp3s", chunksOf(mp3), { id, filename: "x.mp3", contentType: "audio/mpeg" });
     const response = await get(`/download?fid=${id}`, alice);
     expect(response.status).toBe(404);
   });
