@@ -360,9 +360,13 @@ export class AmqpBroker implements Broker {
       this.#logger.warn({ err: errorFields(error), channel: role }, "broker channel error");
     });
     channel.on("close", () => {
-      if (this.#connection !== connection || this.#closing || !isCurrent()) return;
-      this.#logger.warn({ channel: role }, "broker channel closed; reconnecting");
-      void closeQuietly(connection);
+      // amqplib closes the channels of a lost connection just before it emits the connection's
+      // 'close', so the check waits a turn to skip the channels of a connection already lost.
+      setTimeout(() => {
+        if (this.#connection !== connection || this.#closing || !isCurrent()) return;
+        this.#logger.warn({ channel: role }, "broker channel closed; reconnecting");
+        void closeQuietly(connection);
+      }, 0);
     });
   }
 

@@ -21,6 +21,7 @@ import {
   DEATH_QUEUE_HEADER,
   DEATH_REASON_HEADER,
   openBroker,
+  QueueMismatchError,
 } from "./broker.ts";
 
 const AMQP_TEST_URL = process.env.AMQP_TEST_URL ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -269,6 +270,20 @@ function brokerContract(name: string, fixture: () => BrokerFixture) {
       expect(deliveries.map((d) => d.body.toString())).toEqual(bodies);
     });
 
+    test("requeued message keeps its position", async () => {
+      const { broker, queue } = await openWithQueue();
+      await broker.publish(queue, Buffer.from("first"));
+      await broker.publish(queue, Buffer.from("second"));
+      const { deliveries } = await collect(
+        broker,
+        queue,
+        (_, index) => (index === 0 ? "requeue" : "ack"),
+        1,
+      );
+      await waitFor("three deliveries", () => deliveries.length === 3);
+      expect(deliveries.map((d) => d.body.toString())).toEqual(["first", "first", "second"]);
+    });
+
     test("consumers of one queue share it", async () => {
       const { broker, queue } = await openWithQueue();
       const held = gate();
@@ -414,6 +429,55 @@ describe("amqp", () => {
       }),
     deleteQueues: (queues) => admin.deleteQueues(queues),
   }));
+});
+
+describe("memory broker", () => {
+  test("serves consumers round-robin", async () => {
+    const broker = await openBroker("memory:", { logger: silentLogger });
+    const queue = uniqueQueueName("round-robin");
+    await broker.declareQueues([queue]);
+    const order: string[] = [];
+    for (const name of ["a", "b", "c"]) {
+      await broker.consume(
+        queue,
+        async () => {
+          order.push(name);
+          return "ack";
+        },
+        { prefetch: 10 },
+      );
+    }
+    for (let i = 0; i < 6; i += 1) await broker.publish(queue, Buffer.from(`m${i}`));
+    await waitFor("six deliveries", () => order.length === 6);
+    expect(order).toEqual(["a", "b", "c", "a", "b", "c"]);
+    await broker.close();
+  });
+
+  test("rejects a work queue named like a dead-letter queue", async () => {
+    const broker = await openBroker("memory:", { logger: silentLogger });
+    const queue = uniqueQueueName("clash");
+    await broker.declareQueues([queue]);
+    await expect(broker.declareQueues([deadLetterQueueName(queue)])).rejects.toBeInstanceOf(
+      QueueMismatchError,
+    );
+    await broker.close();
+  });
+
+  test("drops a message rejected on a dead-letter queue", async () => {
+    const broker = await openBroker("memory:", { logger: silentLogger });
+    const queue = uniqueQueueName("dlq-reject");
+    await broker.declareQueues([queue]);
+    await broker.publish(deadLetterQueueName(queue), Buffer.from("dropped"));
+    const dead = await collect(broker, deadLetterQueueName(queue), () => "reject");
+    await waitFor("dead-letter delivery", () => dead.deliveries.length === 1);
+    await dead.subscription.cancel();
+
+    await broker.publish(deadLetterQueueName(queue), Buffer.from("sentinel"));
+    const again = await collect(broker, deadLetterQueueName(queue));
+    await waitFor("sentinel delivery", () => again.deliveries.length === 1);
+    expect(again.deliveries[0]?.body.toString()).toBe("sentinel");
+    await broker.close();
+  });
 });
 
 describe("openBroker", () => {
