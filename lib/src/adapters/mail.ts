@@ -5,9 +5,15 @@
 import type { Logger } from "../log.ts";
 import type { Mailer } from "../ports/mail.ts";
 import { createEmlMailer, outboxDirectory } from "./eml-mailer.ts";
+import { createSmtpMailer } from "./smtp-mailer.ts";
 
 export interface MailerOptions {
   logger: Logger;
+  /** TLS settings for `smtp:` and `smtps:`; ignored by the `file:` outbox. */
+  tls?: {
+    /** PEM certificates to trust, such as a private CA; they replace the default roots. */
+    ca?: string | Buffer | Array<string | Buffer>;
+  };
 }
 
 /**
@@ -19,6 +25,9 @@ export async function openMailer(url: string, options: MailerOptions): Promise<M
   switch (scheme) {
     case "file:":
       return createEmlMailer(outboxDirectory(url), options);
+    case "smtp:":
+    case "smtps:":
+      return createSmtpMailer(url, options);
     default:
       // The URL itself is not shown because it may carry a password.
       throw new Error(

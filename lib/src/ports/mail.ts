@@ -27,12 +27,18 @@ export interface SentMail {
 export class MailConfigurationError extends Error {
   readonly code: string | undefined;
   readonly responseCode: number | undefined;
+  /** SMTP command that failed, such as `AUTH PLAIN` or `STARTTLS`. */
+  readonly command: string | undefined;
 
-  constructor(message: string, options: { cause?: unknown; code?: string; responseCode?: number }) {
+  constructor(
+    message: string,
+    options: { cause?: unknown; code?: string; responseCode?: number; command?: string },
+  ) {
     super(message, { cause: options.cause });
     this.name = "MailConfigurationError";
     this.code = options.code;
     this.responseCode = options.responseCode;
+    this.command = options.command;
   }
 }
 
