@@ -67,7 +67,8 @@ class EmlMailer implements Mailer {
       await access(this.#directory, constants.W_OK);
     } catch (error) {
       throw new MailConfigurationError(
-        `mail outbox directory ${this.#directory} is not writable; create it or fix its permissions`,
+        `mail outbox directory ${this.#directory} is not writable; ` +
+          "create it or fix its permissions",
         { cause: error, code: (error as { code?: string }).code },
       );
     }
@@ -100,7 +101,10 @@ class EmlMailer implements Mailer {
   }
 }
 
-/** Formats ISO 8601 basic time, such as `20261204T103700.123Z`: Windows file names cannot contain `:`. */
+/**
+ * Formats ISO 8601 basic time, such as `20261204T103700.123Z`, because Windows file names cannot
+ * contain `:`.
+ */
 function compactIsoTime(date: Date): string {
   return date.toISOString().replaceAll("-", "").replaceAll(":", "");
 }

@@ -1,11 +1,12 @@
 /**
  * Blob store on a local directory, the embedded implementation of the storage port.
  *
- * Layout under the root: `<bucket>/<id>` contains the bytes and `<bucket>/<id>.json` the metadata,
- * and `.partial/` contains writes in progress. A put writes both files under `.partial/`, syncs them,
- * claims `<bucket>/<id>` with `link()` (which fails when the name exists, so two puts of one id
- * cannot both win) and then renames the metadata into place. The metadata file is what makes a
- * blob visible, so a crash or an error never exposes a half-written blob.
+ * Layout under the root: `<bucket>/<id>` contains the bytes and `<bucket>/<id>.json` the
+ * metadata, and `.partial/` contains writes in progress. A put writes both files under
+ * `.partial/` and syncs them. It then claims `<bucket>/<id>` with `link()`, which fails when the
+ * name exists, so two puts of one id cannot both win. Last it renames the metadata into place.
+ * The metadata file is what makes a blob visible, so a crash or an error never exposes a
+ * half-written blob.
  */
 import { randomBytes } from "node:crypto";
 import {

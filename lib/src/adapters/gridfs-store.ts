@@ -45,8 +45,9 @@ const DEFAULT_DATABASE = "mp3converter";
 const DUPLICATE_KEY = 11000;
 
 /**
- * Seconds after its last refresh that MongoDB removes a claim. MongoDB's TTL monitor runs every 60
- * seconds (MongoDB manual, TTL indexes), so the id of a crashed put is free again within 11 minutes.
+ * Seconds after its last refresh that MongoDB removes a claim. MongoDB's TTL monitor runs every
+ * 60 seconds (MongoDB manual, TTL indexes), so the id of a crashed put is free again within 11
+ * minutes.
  */
 const CLAIM_TTL_SECONDS = 600;
 const CLAIM_REFRESH_MS = 60_000;

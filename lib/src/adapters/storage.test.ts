@@ -31,7 +31,7 @@ function patternBytes(start: number, length: number): Uint8Array {
   return bytes;
 }
 
-/** Generates `size` bytes of pattern content in chunks, so no test keeps the whole blob in memory. */
+/** Generates `size` bytes of pattern content in chunks, so no test keeps a whole blob in memory. */
 async function* generated(size: number, progress?: { pulled: number }) {
   for (let offset = 0; offset < size; offset += CHUNK_BYTES) {
     const chunk = patternBytes(offset, Math.min(CHUNK_BYTES, size - offset));

@@ -24,7 +24,8 @@ export async function openBlobStore(url: string, options: BlobStoreOptions): Pro
     }
     default:
       throw new Error(
-        `storage URL scheme ${scheme || "(none)"} is not supported; use file:, mongodb: or mongodb+srv:`,
+        `storage URL scheme ${scheme || "(none)"} is not supported; ` +
+          "use file:, mongodb: or mongodb+srv:",
       );
   }
 }

@@ -52,7 +52,8 @@ export class InvalidBlobIdError extends Error {
     super(
       `invalid blob id ${JSON.stringify(id.slice(0, 140))}; ` +
         (reason ??
-          "expected 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', other than '.' and '..'"),
+          "expected 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', " +
+            "other than '.' and '..'"),
     );
     this.name = "InvalidBlobIdError";
   }
