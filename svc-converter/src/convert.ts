@@ -155,6 +155,12 @@ async function probeOutput(path: string, settings: ConvertSettings) {
     ],
     settings,
   );
+  if (run.aborted || run.interrupted) {
+    throw new Error(`ffprobe was stopped before it finished (${run.exitSignal ?? "shutdown"})`);
+  }
+  const limited = limitFailure(run, settings.timeoutSeconds);
+  if (limited) throw limited;
+  // An MP3 that ffprobe cannot open at all was written without a single audio frame.
   if (run.exitCode !== 0) throw noDecodableAudio();
   const output = parseProbeOutput(run.stdout);
   const audio = output.streams.find((s) => s.codecType === "audio");
@@ -201,7 +207,9 @@ export async function convertToMp3(
       ffmpegArgs(inputPath, outputPath, probe.audio, settings),
       settings,
     );
-    if (run.aborted) throw new Error("ffmpeg was stopped because the converter is shutting down");
+    if (run.aborted || run.interrupted) {
+      throw new Error(`ffmpeg was stopped before it finished (${run.exitSignal ?? "shutdown"})`);
+    }
     if (run.exitCode !== 0) throw conversionFailure(run, settings);
 
     const output = await probeOutput(outputPath, settings);

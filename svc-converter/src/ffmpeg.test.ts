@@ -95,3 +95,21 @@ test("runTool rejects a missing binary", async () => {
   });
   await expect(running).rejects.toThrow("failed to start /nonexistent/ffmpeg");
 });
+
+test("runTool marks an outside SIGTERM as interrupted", async () => {
+  const running = runTool("ffmpeg", ENDLESS, {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+  });
+  // Stands in for a supervisor that stops the process group: find the child and signal it.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const { execFileSync } = await import("node:child_process");
+  const pids = execFileSync("pgrep", ["-P", String(process.pid), "ffmpeg"], { encoding: "utf8" })
+    .trim()
+    .split("\n");
+  for (const pid of pids) process.kill(Number(pid), "SIGTERM");
+  const run = await running;
+  expect(run.interrupted).toBe(true);
+  expect(run.killedByLimit).toBe(false);
+  expect(run.timedOut).toBe(false);
+});

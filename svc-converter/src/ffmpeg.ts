@@ -69,6 +69,16 @@ export const STDERR_TAIL_BYTES = 8 * 1024;
 /** Default bound on stdout; ffprobe's JSON for a file with many streams stays far below it. */
 export const DEFAULT_MAX_STDOUT_BYTES = 4 * 1024 * 1024;
 
+/** Signals by which an operator or a supervisor stops processes, as opposed to a crash. */
+const OUTSIDE_STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT", "SIGHUP"]);
+
+/**
+ * ffmpeg catches SIGTERM, SIGINT and SIGHUP, finishes its output and exits with status 255 after
+ * printing this line (ffmpeg 5.1), so the signal never shows in the exit status. The numbers are
+ * SIGHUP, SIGINT and SIGTERM on Linux.
+ */
+const CAUGHT_STOP_SIGNAL_LINE = /Exiting normally, received signal (1|2|15)\./;
+
 /** Grace period between the timeout and the SIGKILL that follows an ignored SIGTERM. */
 const TERM_GRACE_MS = 2_000;
 
@@ -98,6 +108,11 @@ export interface RunResult {
    * the kernel's out-of-memory killer.
    */
   killedByLimit: boolean;
+  /**
+   * Ended by SIGTERM, SIGINT or SIGHUP from outside, such as a shutdown of the whole process
+   * group. The input is not at fault, so callers retry the job instead of failing it.
+   */
+  interrupted: boolean;
   /** Killed because stdout passed `maxStdoutBytes`. */
   stdoutOverflow: boolean;
   /** Killed because `signal` was aborted. */
@@ -219,13 +234,19 @@ export function runTool(
     });
     child.on("close", (exitCode, exitSignal) => {
       cleanUp();
+      const tail = stderrTail.toString("utf8");
+      const stoppedFromOutside =
+        exitSignal !== null
+          ? OUTSIDE_STOP_SIGNALS.has(exitSignal)
+          : CAUGHT_STOP_SIGNAL_LINE.test(tail);
       resolve({
         exitCode,
         exitSignal,
         stdout: Buffer.concat(stdoutChunks).toString("utf8"),
-        stderrTail: stderrTail.toString("utf8"),
+        stderrTail: tail,
         timedOut,
         killedByLimit: !killedByUs && (exitSignal === "SIGKILL" || exitSignal === "SIGXCPU"),
+        interrupted: !killedByUs && stoppedFromOutside,
         stdoutOverflow,
         aborted,
       });

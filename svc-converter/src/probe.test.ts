@@ -93,6 +93,7 @@ function runResult(overrides: Partial<RunResult>): RunResult {
     stderrTail: "",
     timedOut: false,
     killedByLimit: false,
+    interrupted: false,
     stdoutOverflow: false,
     aborted: false,
     ...overrides,

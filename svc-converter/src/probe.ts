@@ -125,7 +125,9 @@ export async function probeMedia(path: string, settings: ProbeSettings): Promise
     ...safeInputArgs(path),
   ];
   const run = await runTool(settings.ffprobePath, args, settings);
-  if (run.aborted) throw new Error("ffprobe was stopped because the converter is shutting down");
+  if (run.aborted || run.interrupted) {
+    throw new Error(`ffprobe was stopped before it finished (${run.exitSignal ?? "shutdown"})`);
+  }
   const limited = limitFailure(run, settings.timeoutSeconds);
   if (limited) throw limited;
   if (run.exitCode !== 0 || run.stdoutOverflow) {

@@ -271,3 +271,75 @@ describe("mp3FileName", () => {
     expect(mp3FileName("notes")).toBe("notes.mp3");
   });
 });
+
+/** Delegates to `store`, but its first `put` into `mp3s` fails as an unreachable store would. */
+function storeFailingFirstMp3Put(store: BlobStore): BlobStore & { failedPuts: number } {
+  const wrapper = {
+    failedPuts: 0,
+    put: async (...args: Parameters<BlobStore["put"]>) => {
+      if (args[0] === "mp3s" && wrapper.failedPuts === 0) {
+        wrapper.failedPuts += 1;
+        throw new Error("storage unavailable");
+      }
+      return store.put(...args);
+    },
+    stat: (...args: Parameters<BlobStore["stat"]>) => store.stat(...args),
+    open: (...args: Parameters<BlobStore["open"]>) => store.open(...args),
+    delete: (...args: Parameters<BlobStore["delete"]>) => store.delete(...args),
+    ping: () => store.ping(),
+    close: () => store.close(),
+  };
+  return wrapper;
+}
+
+test("storage error requeues the message", async () => {
+  const captured = capturingLogger();
+  const ownBroker = await openBroker("memory:", { logger: captured.logger });
+  const fileStore = await openBlobStore(`file:${join(dir, "flaky-files")}`, {
+    logger: captured.logger,
+  });
+  const flakyStore = storeFailingFirstMp3Put(fileStore);
+  const config = readConverterConfig({
+    BROKER_URL: "memory:",
+    STORAGE_URL: `file:${join(dir, "flaky-files")}`,
+    HEALTH_PORT: "0",
+    WORK_DIR: workDir,
+  });
+  const flakyService = await startConverter(config, {
+    broker: ownBroker,
+    store: flakyStore,
+    logger: captured.logger,
+  });
+  const states: string[] = [];
+  try {
+    await ownBroker.consume(
+      config.jobEventsQueue,
+      async (delivery) => {
+        states.push(decodeMessage(JobEventSchema, delivery.body).state);
+        return "ack";
+      },
+      { prefetch: 10 },
+    );
+    await fileStore.put("videos", createReadStream(media.m4aAudioOnly), {
+      id: "video-flaky",
+      filename: "voice.m4a",
+      contentType: "audio/mp4",
+    });
+    const message = videoMessage("job-flaky", "video-flaky", "voice.m4a");
+    await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
+    await waitFor("converted event", () => states.includes("converted"));
+
+    expect(flakyStore.failedPuts).toBe(1);
+    expect(states).toEqual(["converting", "converting", "converted"]);
+    expect(await fileStore.stat("mp3s", "job-flaky")).not.toBeNull();
+    const interrupted = captured.lines.filter((line) =>
+      String(line.msg).startsWith("conversion interrupted"),
+    );
+    expect(interrupted).toHaveLength(1);
+    expect(interrupted[0]?.job_id).toBe("job-flaky");
+  } finally {
+    await flakyService.stop();
+    await ownBroker.close();
+    await fileStore.close();
+  }
+});

@@ -4,8 +4,8 @@
  * under the job id makes the handler idempotent: a redelivered message finds the MP3 and only
  * publishes the result again.
  */
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -198,8 +198,11 @@ async function storeMp3(
   store: BlobStore,
   log: Logger,
 ): Promise<void> {
+  // Opened here rather than with createReadStream(path): a store that fails before reading would
+  // leave a lazy stream that opens after `dispose` deleted the file and emits an unhandled error.
+  const file = await open(mp3.path, "r");
   try {
-    await store.put("mp3s", createReadStream(mp3.path), {
+    await store.put("mp3s", file.createReadStream({ autoClose: false }), {
       id: message.job_id,
       filename: mp3FileName(message.filename),
       contentType: MP3_CONTENT_TYPE,
@@ -208,6 +211,8 @@ async function storeMp3(
     // Another consumer stored the same job's MP3 first, which counts as done.
     if (!(error instanceof BlobExistsError)) throw error;
     log.info("mp3 was stored by a concurrent delivery of the same job");
+  } finally {
+    await file.close();
   }
 }
 
