@@ -36,8 +36,7 @@ describe("toDisplayFilename", () => {
   test("caps length in code points", () => {
     const name = `${"\u{1F3B5}".repeat(300)}.mp4`;
     const cleaned = toDisplayFilename(name);
-    expect(Array.from(cleaned)).toHaveLength(FILENAME_MAX_CHARS);
-    expect(cleaned.isWellFormed()).toBe(true);
+    expect(cleaned).toBe("\u{1F3B5}".repeat(FILENAME_MAX_CHARS));
   });
 });
 

@@ -1,0 +1,149 @@
+/**
+ * Starts the gateway: opens the adapters named in the config (unless passed in), applies the
+ * migrations, starts the event consumers and the outbox, and serves the HTTP API.
+ */
+import { openBroker } from "@mp3converter/lib/adapters/broker";
+import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
+import { openBlobStore } from "@mp3converter/lib/adapters/storage";
+import { createLogger, errorFields, type Logger } from "@mp3converter/lib/log";
+import type { Broker, Subscription } from "@mp3converter/lib/ports/broker";
+import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
+import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import { RUNTIME, serve } from "@mp3converter/lib/runtime";
+import { createTokenVerifier, type TokenVerifier } from "@mp3converter/lib/tokens";
+import { createGatewayApp } from "./app.ts";
+import type { GatewayConfig } from "./config.ts";
+import { startEventConsumers } from "./events-consumer.ts";
+import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
+import { JobStore } from "./jobs-store.ts";
+import { MULTIPART_OVERHEAD_BYTES } from "./multipart.ts";
+import { type OutboxLoop, startOutboxLoop } from "./outbox.ts";
+import { gatewayReadinessChecks } from "./readiness.ts";
+
+/** Adapters and helpers to use in place of the ones the config names. */
+export interface GatewayOverrides {
+  db?: SqlDatabase;
+  store?: BlobStore;
+  broker?: Broker;
+  logger?: Logger;
+  verifier?: TokenVerifier;
+}
+
+/** A running gateway. */
+export interface RunningGateway {
+  port: number;
+  /** Runs the outbox now; tests use it instead of waiting for the timer. */
+  runOutbox(): Promise<number>;
+  /** Stops serving, consuming and the outbox, then closes the adapters it opened itself. */
+  stop(): Promise<void>;
+}
+
+type Closer = () => Promise<void>;
+
+/** Uses the override when given; otherwise opens the adapter and remembers to close it. */
+async function adapter<T extends { close(): Promise<void> }>(
+  override: T | undefined,
+  open: () => Promise<T>,
+  closers: Closer[],
+): Promise<T> {
+  if (override) return override;
+  const opened = await open();
+  closers.push(() => opened.close());
+  return opened;
+}
+
+/** Closes in reverse order of opening; logs and goes on when one close fails. */
+async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
+  for (const close of closers.reverse()) {
+    await close().catch((error: unknown) => {
+      logger.error({ err: errorFields(error) }, "closing a gateway dependency failed");
+    });
+  }
+}
+
+/** Starts the gateway with `config`; see `GatewayOverrides` for the all-in-one mode and tests. */
+export async function startGateway(
+  config: GatewayConfig,
+  overrides: GatewayOverrides = {},
+): Promise<RunningGateway> {
+  const logger = overrides.logger ?? createLogger({ service: "gateway", level: config.logLevel });
+  const closers: Closer[] = [];
+  try {
+    const child = (component: string) => ({ logger: logger.child({ component }) });
+    const db = await adapter(
+      overrides.db,
+      () => openSqlDatabase(config.databaseUrl, child("sql")),
+      closers,
+    );
+    await db.migrate(GATEWAY_MIGRATIONS);
+    const store = await adapter(
+      overrides.store,
+      () => openBlobStore(config.storageUrl, child("storage")),
+      closers,
+    );
+    const broker = await adapter(
+      overrides.broker,
+      () => openBroker(config.brokerUrl, child("broker")),
+      closers,
+    );
+    await broker.declareQueues([config.videoQueue, config.jobEventsQueue]);
+
+    const jwksUrl = `${config.authUrl}/.well-known/jwks.json`;
+    const verifier =
+      overrides.verifier ??
+      createTokenVerifier({ jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience });
+    const jobs = new JobStore(db);
+    const app = createGatewayApp({
+      ...config,
+      logger,
+      jobs,
+      store,
+      broker,
+      verifier,
+      readiness: gatewayReadinessChecks({ db, store, broker, jwksUrl }),
+    });
+
+    const queues = { videoQueue: config.videoQueue, jobEventsQueue: config.jobEventsQueue };
+    const subscriptions = await startEventConsumers({ broker, jobs, logger, ...queues });
+    closers.push(() => cancelAll(subscriptions));
+    const outbox = startOutboxLoop(
+      { broker, jobs, logger, videoQueue: config.videoQueue },
+      config.outboxIntervalSeconds * 1000,
+    );
+    closers.push(() => outbox.stop());
+
+    const server = await serve((request) => app.handle(request), {
+      port: config.port,
+      hostname: config.host,
+      // Bun rejects larger bodies before the app sees them; the app checks the file size itself.
+      maxRequestBodyBytes: config.uploadMaxBytes + MULTIPART_OVERHEAD_BYTES,
+    });
+    closers.push(() => server.stop());
+    logger.info({ port: server.port, host: config.host, runtime: RUNTIME }, "gateway started");
+    return runningGateway(server.port, outbox, closers, logger);
+  } catch (error) {
+    await closeAll(closers, logger);
+    throw error;
+  }
+}
+
+async function cancelAll(subscriptions: Subscription[]): Promise<void> {
+  await Promise.all(subscriptions.map((subscription) => subscription.cancel()));
+}
+
+function runningGateway(
+  port: number,
+  outbox: OutboxLoop,
+  closers: Closer[],
+  logger: Logger,
+): RunningGateway {
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    runOutbox: () => outbox.runNow(),
+    stop() {
+      stopping ??= closeAll(closers, logger).then(() => logger.info("gateway stopped"));
+      return stopping;
+    },
+  };
+}
