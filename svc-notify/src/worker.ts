@@ -136,28 +136,29 @@ async function sendOrThrow(
   }
 }
 
-/** TLS failures reported by Node's `tls` module and by nodemailer (`ETLS`). */
-const TLS_ERROR_CODES = new Set([
-  "ETLS",
-  "CERT_HAS_EXPIRED",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
+/** Error codes of a TLS connection whose server certificate failed verification. */
+const CERTIFICATE_CODE = /CERT|UNABLE_TO_|SELF_SIGNED|HOSTNAME_MISMATCH|INVALID_CA/;
 
-/** Names the setting an operator should check for a mail configuration error. */
+/** Error codes of a TLS handshake with a port that does not speak TLS, or no STARTTLS offer. */
+const TLS_MODE_CODES = new Set(["ERR_SSL_WRONG_VERSION_NUMBER", "ETLS"]);
+
+/** Names the setting an operator should fix for a mail configuration error. */
 export function mailSettingToFix(error: MailConfigurationError): string {
-  const cause = error.cause as { code?: unknown } | undefined;
-  const codes = [error.code, typeof cause?.code === "string" ? cause.code : undefined];
-  if (error.code === "EAUTH" || error.responseCode === 535 || error.responseCode === 534) {
+  const cause = error.cause as { code?: unknown; originalCode?: unknown } | undefined;
+  const codes = [error.code, cause?.code, cause?.originalCode].filter(
+    (code): code is string => typeof code === "string",
+  );
+  const authFailed = ["EAUTH", "ENOAUTH"].some((code) => codes.includes(code));
+  if (authFailed || error.responseCode === 535 || error.responseCode === 534) {
     return "the user name and password in MAIL_URL";
   }
-  if (codes.some((code) => code !== undefined && TLS_ERROR_CODES.has(code))) {
+  if (codes.some((code) => CERTIFICATE_CODE.test(code)) || /certificate/i.test(error.message)) {
+    return "MAIL_TLS_CA_FILE, or the host in MAIL_URL, which must match the server certificate";
+  }
+  if (codes.some((code) => TLS_MODE_CODES.has(code))) {
     return (
-      "MAIL_TLS_CA_FILE and the scheme of MAIL_URL (smtp: for STARTTLS, usually port 587; " +
-      "smtps: for implicit TLS, usually port 465)"
+      "the scheme and port of MAIL_URL (smtp: for STARTTLS, usually port 587, or smtps: for " +
+      "implicit TLS, usually port 465)"
     );
   }
   return "MAIL_URL";
