@@ -135,6 +135,9 @@ interface CorpusExpectation {
 
 const corpusDir = process.env.MEDIA_CORPUS_DIR;
 
+/** Bound on the whole corpus run: about 30 files, each converted and probed on two cores. */
+const CORPUS_TIMEOUT_MS = 600_000;
+
 describe.skipIf(!corpusDir)("media corpus through the running system (MEDIA_CORPUS_DIR)", () => {
   test("every corpus file converts or fails as its expectation says", async () => {
     const dirPath = corpusDir ?? "";
@@ -154,7 +157,7 @@ describe.skipIf(!corpusDir)("media corpus through the running system (MEDIA_CORP
       problems.push(...(await checkCorpusJob(name, expectation, job)));
     }
     expect(problems).toEqual([]);
-  });
+  }, CORPUS_TIMEOUT_MS);
 });
 
 async function checkCorpusJob(

@@ -264,7 +264,7 @@ export class AmqpBroker implements Broker {
   health(): BrokerHealth {
     return {
       connected: this.#state === "connected",
-      detail: `${this.#state}: ${this.#stateDetail}`,
+      detail: this.#stateDetail,
     };
   }
 
@@ -546,6 +546,9 @@ export class AmqpBroker implements Broker {
     void task.then(() => subscription.inFlight.delete(task));
   }
 
+  // NOTE: RabbitMQ closes a consumer's channel when one delivery stays unacknowledged longer
+  // than its `consumer_timeout` (30 minutes by default in 3.10, set only in rabbitmq.conf).
+  // The adapter then reconnects and the message is redelivered, so handlers must finish sooner.
   async #handle(
     subscription: AmqpSubscription,
     channel: amqp.Channel,

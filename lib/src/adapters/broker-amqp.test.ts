@@ -124,7 +124,9 @@ async function startProxy() {
   const sockets = new Set<net.Socket>();
   let closingNew = false;
   let stalled = false;
+  let accepted = 0;
   const server = net.createServer((client) => {
+    accepted += 1;
     if (closingNew) {
       client.destroy();
       return;
@@ -145,6 +147,8 @@ async function startProxy() {
   const port = (server.address() as net.AddressInfo).port;
   return {
     url: `amqp://guest:guest@127.0.0.1:${port}`,
+    /** Number of TCP connections the proxy has accepted so far. */
+    accepted: () => accepted,
     cut() {
       closingNew = true;
       for (const socket of sockets) socket.destroy();
@@ -301,6 +305,25 @@ describe("amqp broker", () => {
     await broker.publish(queue, Buffer.from("after"));
     await waitFor("delivery after the outage", () => deliveries.length === 1);
     expect(deliveries[0]?.body.toString()).toBe("after");
+  });
+
+  test("close stops reconnecting", async () => {
+    const proxy = await startProxy();
+    cleanups.push(() => proxy.close());
+    const { broker, messages } = await open(proxy.url);
+
+    proxy.cut();
+    await waitFor("failed reconnect", () => messages().includes("broker reconnect failed"));
+    await broker.close();
+    const accepted = proxy.accepted();
+    proxy.restore();
+    // Longer than the next scheduled delay (at most 1000 ms for the second attempt), so a timer
+    // that close() missed would have fired by now.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(proxy.accepted()).toBe(accepted);
+    expect(messages()).not.toContain("broker reconnected");
+    expect(broker.health().connected).toBe(false);
+    expect(broker.health().detail).toBe("closed by the application");
   });
 
   test("publish without confirm times out", async () => {

@@ -74,7 +74,7 @@ export interface SmtpSettings {
   password: string | undefined;
 }
 
-/** Parses `smtp://user:pass@host:587` or `smtps://user:pass@host:465`; decodes user and password. */
+/** Parses `smtp://user:pass@host:587` or `smtps://user:pass@host:465`, decoding the user info. */
 export function parseSmtpUrl(url: string): SmtpSettings {
   let parsed: URL;
   try {
