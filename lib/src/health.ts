@@ -1,12 +1,34 @@
 /**
- * Health endpoints for Kubernetes probes. `/healthz` answers 200 while the process runs;
- * `/readyz` runs every dependency check and answers 503 naming each one that failed.
+ * Health endpoints for Kubernetes probes. `/healthz` answers 200 while the process runs.
+ * `/readyz` runs every dependency check and answers 503 naming each required one that failed.
+ * When only optional dependencies fail, it answers 200 with `status: "degraded"` and names them.
  */
 import { Elysia } from "elysia";
 import type { Logger } from "./log.ts";
 
 /** A dependency check: resolves when the dependency is usable, throws or rejects when not. */
 export type ReadinessCheck = () => void | Promise<void>;
+
+/**
+ * A check of a dependency the service can do without for a while, such as the broker of a
+ * gateway that keeps unpublished jobs in its outbox. Its failure is reported but keeps the pod in
+ * its Service, so that clients are still served.
+ */
+export interface OptionalReadinessCheck {
+  check: ReadinessCheck;
+  required: false;
+}
+
+/** Readiness checks by dependency name. */
+export type ReadinessChecks = Record<string, ReadinessCheck | OptionalReadinessCheck>;
+
+function checkFunction(entry: ReadinessCheck | OptionalReadinessCheck): ReadinessCheck {
+  return typeof entry === "function" ? entry : entry.check;
+}
+
+function isRequired(entry: ReadinessCheck | OptionalReadinessCheck): boolean {
+  return typeof entry === "function" || entry.required;
+}
 
 /** Maximum time one readiness check may take before it counts as failed. */
 const CHECK_TIMEOUT_MS = 2_000;
@@ -27,11 +49,11 @@ async function runCheck(check: ReadinessCheck): Promise<string | null> {
 }
 
 /** Runs all checks at once and returns the failures by dependency name. */
-export async function runReadinessChecks(
-  checks: Record<string, ReadinessCheck>,
-): Promise<Record<string, string>> {
+export async function runReadinessChecks(checks: ReadinessChecks): Promise<Record<string, string>> {
   const entries = await Promise.all(
-    Object.entries(checks).map(async ([name, check]) => [name, await runCheck(check)] as const),
+    Object.entries(checks).map(
+      async ([name, entry]) => [name, await runCheck(checkFunction(entry))] as const,
+    ),
   );
   const failures: Record<string, string> = {};
   for (const [name, failure] of entries) if (failure !== null) failures[name] = failure;
@@ -39,7 +61,7 @@ export async function runReadinessChecks(
 }
 
 /** Creates the `/healthz` and `/readyz` routes, to be mounted with `.use()`. */
-export function healthRoutes(logger: Logger, checks: Record<string, ReadinessCheck>) {
+export function healthRoutes(logger: Logger, checks: ReadinessChecks) {
   let lastFailures = "";
   return new Elysia({ name: "health" })
     .get("/healthz", () => ({ status: "ok" }))
@@ -52,11 +74,20 @@ export function healthRoutes(logger: Logger, checks: Record<string, ReadinessChe
         else logger.info("ready");
         lastFailures = summary;
       }
-      if (Object.keys(failures).length === 0) return { status: "ready" };
+      const failed = Object.keys(failures);
+      if (failed.length === 0) return { status: "ready" };
+      const requiredFailed = failed.filter((name) => isRequired(checks[name] as ReadinessCheck));
+      if (requiredFailed.length === 0) {
+        return {
+          status: "degraded",
+          message: `Ready, but ${failed.join(", ")} unavailable.`,
+          details: failures,
+        };
+      }
       set.status = 503;
       return {
         code: "unavailable",
-        message: `Not ready: ${Object.keys(failures).join(", ")} unavailable.`,
+        message: `Not ready: ${failed.join(", ")} unavailable.`,
         details: failures,
       };
     });

@@ -89,6 +89,27 @@ async function stopService(service: RunningService): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * Polls the gateway's `/readyz` until it reports the broker down, for up to 15 s, and returns
+ * the last status and body.
+ */
+async function readinessWithBrokerDown(): Promise<{ status: number; body: ReadinessBody }> {
+  const deadline = Date.now() + 15_000;
+  let last = { status: 0, body: {} as ReadinessBody };
+  while (Date.now() < deadline) {
+    const response = await fetch(`${gatewayUrl}/readyz`);
+    last = { status: response.status, body: (await response.json()) as ReadinessBody };
+    if (last.body.details?.broker !== undefined) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return last;
+}
+
+interface ReadinessBody {
+  status?: string;
+  details?: Record<string, string>;
+}
+
 async function waitForRabbitMq(): Promise<void> {
   await run("rabbitmqctl", ["await_startup", "--timeout", "120"]);
 }
@@ -231,6 +252,11 @@ describe.skipIf(!mysqlReachable)("services as separate processes (MariaDB, Rabbi
     try {
       // Uploads while the broker is down are accepted and wait in the gateway's outbox.
       during = await Promise.all([1, 2].map(() => client.upload(media.audioOnly)));
+      // The gateway names the broker but stays in its Service, because the outbox covers it.
+      const readiness = await readinessWithBrokerDown();
+      expect(readiness.status).toBe(200);
+      expect(readiness.body.status).toBe("degraded");
+      expect(Object.keys(readiness.body.details ?? {})).toEqual(["broker"]);
     } finally {
       await run("rabbitmqctl", ["start_app"]);
       await waitForRabbitMq();

@@ -1,5 +1,5 @@
 /** The gateway's Elysia app: the public API, wired to dependencies passed in. */
-import { healthRoutes, type ReadinessCheck } from "@mp3converter/lib/health";
+import { healthRoutes, type ReadinessChecks } from "@mp3converter/lib/health";
 import { createHttpApp } from "@mp3converter/lib/http";
 import type { Logger } from "@mp3converter/lib/log";
 import type { Broker } from "@mp3converter/lib/ports/broker";
@@ -19,7 +19,7 @@ export interface GatewayAppDeps {
   broker: Broker;
   verifier: TokenVerifier;
   /** Checks of `/readyz`, by dependency name. */
-  readiness: Record<string, ReadinessCheck>;
+  readiness: ReadinessChecks;
   authUrl: string;
   publicUrl: string;
   uploadMaxBytes: number;

@@ -1,5 +1,5 @@
 /** Dependency checks of the gateway's `/readyz`. */
-import type { ReadinessCheck } from "@mp3converter/lib/health";
+import type { ReadinessChecks } from "@mp3converter/lib/health";
 import type { Broker } from "@mp3converter/lib/ports/broker";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import type { BlobStore } from "@mp3converter/lib/ports/storage";
@@ -28,14 +28,20 @@ async function checkJwks(jwksUrl: string): Promise<void> {
   }
 }
 
-/** Returns the checks by dependency name: database, storage, broker and auth. */
-export function gatewayReadinessChecks(deps: ReadinessDeps): Record<string, ReadinessCheck> {
+/**
+ * Returns the checks by dependency name: database, storage, broker and auth. The broker is
+ * optional because uploads wait in the outbox while it is down.
+ */
+export function gatewayReadinessChecks(deps: ReadinessDeps): ReadinessChecks {
   return {
     database: () => deps.db.ping(),
     storage: () => deps.store.ping(),
-    broker: () => {
-      const health = deps.broker.health();
-      if (!health.connected) throw new Error(health.detail ?? "broker is not connected");
+    broker: {
+      required: false,
+      check: () => {
+        const health = deps.broker.health();
+        if (!health.connected) throw new Error(health.detail ?? "broker is not connected");
+      },
     },
     auth: () => checkJwks(deps.jwksUrl),
   };
