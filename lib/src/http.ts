@@ -42,19 +42,28 @@ export function createHttpApp(name: string, logger: Logger) {
       log.error({ err: errorFields(error), path: new URL(request.url).pathname }, "request failed");
       return toErrorResponse(error, requestId);
     })
-    .onAfterResponse({ as: "global" }, ({ request, set }) => {
+    .onAfterResponse({ as: "global" }, ({ request, set, responseValue }) => {
       const started = requestStarts.get(request);
       logger.info(
         {
           request_id: set.headers[REQUEST_ID_HEADER],
           method: request.method,
           path: new URL(request.url).pathname,
-          "http.status": typeof set.status === "number" ? set.status : undefined,
+          "http.status": responseStatus(responseValue, set.status),
           duration_ms: started === undefined ? undefined : Math.round(performance.now() - started),
         },
         "request completed",
       );
     });
+}
+
+/**
+ * Returns the status sent to the client. A handler that returns a `Response` sets its status
+ * there, and `set.status` keeps its default of 200.
+ */
+function responseStatus(responseValue: unknown, setStatus: unknown): number | undefined {
+  if (responseValue instanceof Response) return responseValue.status;
+  return typeof setStatus === "number" ? setStatus : undefined;
 }
 
 function validationDetails(error: unknown): unknown {
