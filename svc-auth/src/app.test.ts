@@ -84,6 +84,11 @@ async function tokenFor(harness: Harness, email: string): Promise<string> {
   return ((await response.json()) as { token: string }).token;
 }
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
 /** Returns the JSON error body without its per-request id. */
 async function errorBodyOf(response: Response): Promise<Record<string, unknown>> {
   const { request_id: _requestId, ...rest } = (await response.json()) as Record<string, unknown>;
@@ -148,6 +153,33 @@ describe("signup and login", () => {
     expect(wrongPassword.headers.get("www-authenticate")).toBe(
       unknownEmail.headers.get("www-authenticate"),
     );
+  });
+
+  test("unknown email takes as long as a wrong password", async () => {
+    const harness = await createHarness({
+      throttle: { maxFailuresPerAccount: 100, maxAttemptsPerAddress: 100, windowSeconds: 900 },
+    });
+    await signupUser(harness, "alice@example.com");
+    const timed = async (email: string, password: string) => {
+      const started = performance.now();
+      expect((await loginAs(harness, email, password)).status).toBe(401);
+      return performance.now() - started;
+    };
+    const wrongPassword: number[] = [];
+    const unknownEmail: number[] = [];
+    // Interleaved samples and medians, so load on the machine affects both sides alike.
+    for (let round = 0; round < 7; round++) {
+      wrongPassword.push(await timed("alice@example.com", `wrong password ${round}`));
+      unknownEmail.push(await timed(`nobody${round}@example.com`, PASSWORD));
+    }
+    const ratio = median(unknownEmail) / median(wrongPassword);
+    process.stderr.write(
+      `login timing: wrong password ${median(wrongPassword).toFixed(1)} ms, ` +
+        `unknown email ${median(unknownEmail).toFixed(1)} ms\n`,
+    );
+    // Without the dummy hash an unknown email answers in well under a tenth of the time.
+    expect(ratio).toBeGreaterThan(0.5);
+    expect(ratio).toBeLessThan(2);
   });
 
   test("login without credentials is 401", async () => {
@@ -281,6 +313,12 @@ describe("signup modes", () => {
     const anonymous = await harness.app.handle(post("/signup", { body }));
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toBe('Bearer realm="mp3converter"');
+
+    const forged = await harness.app.handle(
+      post("/signup", { body, headers: { authorization: "Bearer not.a.jwt" } }),
+    );
+    expect(forged.status).toBe(401);
+    expect(forged.headers.get("www-authenticate")).toContain('error="invalid_token"');
 
     const bobToken = await tokenFor(harness, "bob@example.com");
     const nonAdmin = await harness.app.handle(

@@ -30,7 +30,7 @@ export interface AuthConfig {
 const ONE_YEAR_SECONDS = 365 * 24 * 3600;
 
 function readSigningKeys(env: EnvReader): PrivateSigningJwk[] {
-  const raw = env.string("JWT_SIGNING_KEYS", { example: "'$(bun run jwt:generate-key)'" });
+  const raw = env.string("JWT_SIGNING_KEYS", { example: '"$(bun run jwt:generate-key)"' });
   if (raw === undefined) return [];
   try {
     return parseSigningKeySet(raw);

@@ -40,7 +40,14 @@ export function hashPassword(password: string): Promise<string> {
  * hash with the same parameters, so that both cases take about the same time.
  */
 export class PasswordVerifier {
-  #dummyHash: Promise<string> | undefined;
+  /** Hashed at construction, so that the first unknown account costs a verification only. */
+  readonly #dummyHash: Promise<string>;
+
+  constructor() {
+    this.#dummyHash = hashPassword(crypto.randomUUID());
+    // A failure surfaces where the hash is awaited; this only keeps it from being unhandled.
+    this.#dummyHash.catch(() => {});
+  }
 
   /** Returns whether `password` matches `storedHash`; a corrupt hash counts as no match. */
   async verify(storedHash: string, password: string): Promise<boolean> {
@@ -53,7 +60,6 @@ export class PasswordVerifier {
 
   /** Spends the work of one verification and returns false. */
   async verifyUnknownAccount(password: string): Promise<false> {
-    this.#dummyHash ??= hashPassword(crypto.randomUUID());
     await this.verify(await this.#dummyHash, password);
     return false;
   }

@@ -2,6 +2,7 @@
  * Adds a user to the auth database: `bun run user:add EMAIL [--admin]`. The password comes from
  * stdin when it is piped in, or is typed twice at hidden prompts.
  */
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { AppError } from "@mp3converter/lib/errors";
@@ -11,8 +12,13 @@ import { registerUser } from "../registration.ts";
 import { createUserStore, USER_MIGRATIONS } from "../users.ts";
 import { PasswordInputError, readNewPassword } from "./password-input.ts";
 
-/** The database of the all-in-one dev mode, relative to the repository root. */
-const DEFAULT_DATABASE_URL = "sqlite:./.data/auth.db";
+/** The all-in-one dev mode's data directory when DATA_DIR is not set, as `bun run dev` uses. */
+const DEFAULT_DATA_DIR = "./.data";
+
+/** Returns the users database of the all-in-one dev mode that runs on the same DATA_DIR. */
+function devDatabaseUrl(env: Record<string, string | undefined>): string {
+  return `sqlite:${join(env.DATA_DIR?.trim() || DEFAULT_DATA_DIR, "auth.db")}`;
+}
 
 export const EXIT_CODES = { added: 0, failed: 1, invalidInput: 2, emailTaken: 3 } as const;
 
@@ -28,7 +34,8 @@ Options:
 
 Environment:
   DATABASE_URL   mysql://user:password@host:3306/database or sqlite:PATH
-                 (default ${DEFAULT_DATABASE_URL})
+                 (default sqlite:$DATA_DIR/auth.db, the users of bun run dev)
+  DATA_DIR       data directory of bun run dev (default ${DEFAULT_DATA_DIR})
 
 Exit codes: 0 added, 1 failed, 2 invalid usage or input, 3 email already registered.`;
 
@@ -60,7 +67,8 @@ function parseCommandLine(): { email: string; admin: boolean } {
 
 async function main(): Promise<void> {
   const { email, admin } = parseCommandLine();
-  const databaseUrl = processEnv().DATABASE_URL?.trim() || DEFAULT_DATABASE_URL;
+  const env = processEnv();
+  const databaseUrl = env.DATABASE_URL?.trim() || devDatabaseUrl(env);
   const password = await readNewPassword().catch((error: unknown) => {
     if (error instanceof PasswordInputError) fail(EXIT_CODES.invalidInput, error.message);
     throw error;
@@ -82,6 +90,9 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  fail(EXIT_CODES.failed, `failed: ${error instanceof Error ? error.message : String(error)}`);
-});
+// Only when run as a program, so that tests can import EXIT_CODES.
+if (import.meta.main) {
+  main().catch((error: unknown) => {
+    fail(EXIT_CODES.failed, `failed: ${error instanceof Error ? error.message : String(error)}`);
+  });
+}
