@@ -139,25 +139,29 @@ const corpusDir = process.env.MEDIA_CORPUS_DIR;
 const CORPUS_TIMEOUT_MS = 600_000;
 
 describe.skipIf(!corpusDir)("media corpus through the running system (MEDIA_CORPUS_DIR)", () => {
-  test("every corpus file converts or fails as its expectation says", async () => {
-    const dirPath = corpusDir ?? "";
-    const { files } = JSON.parse(await readFile(join(dirPath, "expectations.json"), "utf8")) as {
-      files: Record<string, CorpusExpectation>;
-    };
-    const accepted = await Promise.all(
-      Object.keys(files).map(async (name) => ({
-        name,
-        job: await alice.upload(join(dirPath, name), name),
-      })),
-    );
-    const problems: string[] = [];
-    for (const { name, job: acceptedJob } of accepted) {
-      const expectation = files[name] as CorpusExpectation;
-      const job = await alice.waitForJob(acceptedJob.job_id, 300_000);
-      problems.push(...(await checkCorpusJob(name, expectation, job)));
-    }
-    expect(problems).toEqual([]);
-  }, CORPUS_TIMEOUT_MS);
+  test(
+    "every corpus file converts or fails as its expectation says",
+    async () => {
+      const dirPath = corpusDir ?? "";
+      const { files } = JSON.parse(await readFile(join(dirPath, "expectations.json"), "utf8")) as {
+        files: Record<string, CorpusExpectation>;
+      };
+      const accepted = await Promise.all(
+        Object.keys(files).map(async (name) => ({
+          name,
+          job: await alice.upload(join(dirPath, name), name),
+        })),
+      );
+      const problems: string[] = [];
+      for (const { name, job: acceptedJob } of accepted) {
+        const expectation = files[name] as CorpusExpectation;
+        const job = await alice.waitForJob(acceptedJob.job_id, 300_000);
+        problems.push(...(await checkCorpusJob(name, expectation, job)));
+      }
+      expect(problems).toEqual([]);
+    },
+    CORPUS_TIMEOUT_MS,
+  );
 });
 
 async function checkCorpusJob(
