@@ -79,7 +79,8 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
     const auth = await startAuth(
       readAuthConfig({
         ...common,
-        HOST: options.host,
+        // Auth trusts X-Forwarded-For from the gateway, so only this machine may reach it.
+        HOST: "127.0.0.1",
         PORT: String(options.authPort),
         DATABASE_URL: `sqlite:${join(dataDir, "auth.db")}`,
         JWT_SIGNING_KEYS: await loadOrCreateSigningKeys(dataDir),
@@ -112,6 +113,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         BROKER_URL: "memory:",
         STORAGE_URL: storageUrl,
         HEALTH_PORT: "0",
+        HEALTH_HOST: options.host,
         WORK_DIR: join(dataDir, "work"),
       }),
       { broker },
@@ -125,6 +127,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         MAIL_URL: `file:${outboxDir}`,
         PUBLIC_URL: publicUrl,
         HEALTH_PORT: "0",
+        HEALTH_HOST: options.host,
       }),
       { broker },
     );
@@ -171,6 +174,12 @@ function printWelcome(system: AllInOne): void {
   process.stderr.write(`${lines.join("\n")}\n`);
 }
 
+/** Tells whether `error` is Bun's (`EADDRINUSE`) or Deno's (`AddrInUse`) port-taken error. */
+function isAddressInUse(error: unknown): boolean {
+  const fields = error as { code?: unknown; name?: unknown } | null;
+  return fields?.code === "EADDRINUSE" || fields?.name === "AddrInUse";
+}
+
 async function main(): Promise<void> {
   let options: AllInOneOptions;
   try {
@@ -180,7 +189,17 @@ async function main(): Promise<void> {
     process.stderr.write(`${error.message}\n`);
     process.exit(1);
   }
-  const system = await startAllInOne(options);
+  let system: AllInOne;
+  try {
+    system = await startAllInOne(options);
+  } catch (error) {
+    if (!isAddressInUse(error)) throw error;
+    process.stderr.write(
+      `A port is already in use (gateway ${options.gatewayPort}, auth ${options.authPort}). ` +
+        "Stop the program that uses it, or set GATEWAY_PORT and AUTH_PORT to free ports.\n",
+    );
+    process.exit(1);
+  }
   printWelcome(system);
   onShutdownSignal(async () => {
     await system.stop();

@@ -12,6 +12,8 @@ export interface ConverterConfig {
   jobEventsQueue: string;
   /** Port of `/healthz` and `/readyz`, where 0 picks a free port. */
   healthPort: number;
+  /** Address the health server binds; all interfaces by default, because the kubelet probes it. */
+  healthHost: string;
   /** Maximum number of videos converted at once by this process. */
   prefetch: number;
   ffmpegPath: string;
@@ -50,6 +52,7 @@ function describeConverterConfig(env: EnvReader): ConverterConfig {
     mp3Queue: env.string("MP3_QUEUE", { default: DEFAULT_QUEUES.mp3 }),
     jobEventsQueue: env.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
     healthPort: env.int("HEALTH_PORT", { default: 8081, min: 0, max: 65535 }),
+    healthHost: env.string("HEALTH_HOST", { default: "0.0.0.0" }),
     prefetch: env.int("CONVERTER_PREFETCH", { default: 1, min: 1, max: MAX_PREFETCH }),
     ffmpegPath: env.string("FFMPEG_PATH", { default: "ffmpeg" }),
     ffprobePath: env.string("FFPROBE_PATH", { default: "ffprobe" }),

@@ -38,9 +38,6 @@ export interface ConverterService {
  */
 export const STOP_GRACE_MS = 20_000;
 
-/** Address the health server binds; probes come from the kubelet, not from localhost. */
-const HEALTH_HOST = "0.0.0.0";
-
 /** Throws when ffmpeg or ffprobe is missing, naming the setting to fix. */
 function checkBinaries(config: Readonly<ConverterConfig>, logger: Logger): void {
   for (const [name, path] of [
@@ -92,7 +89,7 @@ export async function startConverter(
     cleanups.push(() => subscription.cancel());
 
     const app = createConverterApp({ logger, broker, store });
-    const server = await serve(app.fetch, { port: config.healthPort, hostname: HEALTH_HOST });
+    const server = await serve(app.fetch, { port: config.healthPort, hostname: config.healthHost });
     logger.info(
       { queue: config.videoQueue, prefetch: config.prefetch, health_port: server.port },
       "converter started",

@@ -16,6 +16,8 @@ export interface NotifyConfig {
   jobEventsQueue: string;
   /** Port of `/healthz` and `/readyz`, where 0 picks a free port. */
   healthPort: number;
+  /** Address the health server binds; all interfaces by default, because the kubelet probes it. */
+  healthHost: string;
   /** Maximum number of emails in flight at once. */
   prefetch: number;
   /** PEM certificates from `MAIL_TLS_CA_FILE`, trusted for the SMTP server's certificate. */
@@ -40,6 +42,7 @@ function describeNotifyConfig(env: EnvReader): NotifyConfig {
     mp3Queue: env.string("MP3_QUEUE", { default: DEFAULT_QUEUES.mp3 }),
     jobEventsQueue: env.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
     healthPort: env.int("HEALTH_PORT", { default: 8082, min: 0, max: 65535 }),
+    healthHost: env.string("HEALTH_HOST", { default: "0.0.0.0" }),
     prefetch: env.int("NOTIFY_PREFETCH", { default: 4, min: 1, max: MAX_PREFETCH }),
     mailTlsCa: readCaFile(env),
   };

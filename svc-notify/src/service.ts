@@ -27,9 +27,6 @@ export interface NotifyService {
   stop(): Promise<void>;
 }
 
-/** Address the health server binds; probes come from the kubelet, not from localhost. */
-const HEALTH_HOST = "0.0.0.0";
-
 /**
  * Starts the notify service. Rejects with `MailConfigurationError` when the mail server rejects
  * the credentials or the TLS settings at start-up. Any other verification failure is logged as
@@ -73,7 +70,7 @@ export async function startNotify(
     mail: () => mailStatus.check(),
   });
   const server = await openOrClose(
-    () => serve(health.fetch, { port: config.healthPort, hostname: HEALTH_HOST }),
+    () => serve(health.fetch, { port: config.healthPort, hostname: config.healthHost }),
     async () => {
       await subscription.cancel();
       await closeAdapters();
