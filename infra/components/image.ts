@@ -14,7 +14,11 @@ import type { ImageSettings } from "../config.ts";
 /** Root of the repository, which is the Docker build context. */
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-/** Workspace manifests every Dockerfile copies, so that `bun install --frozen-lockfile` works. */
+/**
+ * Workspace manifests with Bun's lockfile and settings. Each Dockerfile copies all but the other
+ * services' and infra's manifests, so that `bun install --frozen-lockfile` works. All of them are
+ * hashed, so a changed manifest rebuilds every image.
+ */
 const MANIFESTS = [
   "package.json",
   "bun.lock",
@@ -27,8 +31,11 @@ const MANIFESTS = [
   "infra/package.json",
 ];
 
-/** Files left out of the image by `.dockerignore`, and so out of the hash. */
-const IGNORED = /(^|\/)(node_modules|\.data)(\/|$)|\.test\.ts$/;
+/**
+ * Files left out of the image by `.dockerignore`, and so out of the hash: `node_modules`,
+ * `.data`, tests (`*.test.ts`) and test helpers (`test-*.ts`).
+ */
+const IGNORED = /(^|\/)(node_modules|\.data)(\/|$)|\.test\.ts$|(^|\/)test-[^/]*\.ts$/;
 
 /** Lists the files under `dir` (relative to the repository root), sorted, without ignored ones. */
 function listFiles(dir: string): string[] {
@@ -47,19 +54,23 @@ function listFiles(dir: string): string[] {
 }
 
 /**
- * Returns a hex SHA-256 over the path and content of every file the service's Dockerfile copies:
- * the workspace manifests, `lib/src`, the service's `src` and its Dockerfile.
+ * Lists, relative to the repository root, the files that make up a service image: the workspace
+ * manifests, `.dockerignore`, the service's Dockerfile, `lib/src` and the service's `src`.
  */
-export function hashBuildInputs(service: string): string {
-  const files = [
+export function listBuildInputs(service: string): string[] {
+  return [
     ...MANIFESTS,
     ".dockerignore",
     `${service}/Dockerfile`,
     ...listFiles("lib/src"),
     ...listFiles(`${service}/src`),
   ];
+}
+
+/** Returns a hex SHA-256 over the path and content of every file of `listBuildInputs`. */
+export function hashBuildInputs(service: string): string {
   const hash = createHash("sha256");
-  for (const path of files) {
+  for (const path of listBuildInputs(service)) {
     hash.update(`${path}\0`);
     try {
       hash.update(readFileSync(join(REPO_ROOT, path)));
