@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { AppError } from "./errors.ts";
+import { AppError, INTERNAL_MESSAGE } from "./errors.ts";
 import { createHttpApp } from "./http.ts";
 import { createLogger } from "./log.ts";
 
@@ -17,6 +17,9 @@ function appWithLog() {
     })
     .get("/missing", () => {
       throw new AppError("not_found", "No such thing.");
+    })
+    .get("/crash", () => {
+      throw new Error("connect to mysql://app:s3cret@db:3306 failed");
     });
   return { app, lines };
 }
@@ -54,4 +57,17 @@ test("response echoes the request id", async () => {
 
   expect(response.headers.get("x-request-id")).toBe("req-12345678");
   expect((await accessLine(lines, "/created")).request_id).toBe("req-12345678");
+});
+
+test("500 body hides the cause", async () => {
+  const { app, lines } = appWithLog();
+  const response = await app.handle(new Request("http://localhost/crash"));
+
+  expect(response.status).toBe(500);
+  const body = (await response.json()) as Record<string, unknown>;
+  expect(body.code).toBe("internal");
+  expect(body.message).toBe(INTERNAL_MESSAGE);
+  expect(JSON.stringify(body)).not.toContain("s3cret");
+  expect(JSON.stringify(body)).not.toContain("mysql");
+  expect(lines.some((line) => line.msg === "request failed")).toBe(true);
 });

@@ -205,7 +205,7 @@ const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
  * with made-up kids put on auth. A token signed by a key newer than the cached set can be
  * rejected for up to this long.
  */
-const DEFAULT_JWKS_COOLDOWN_MS = 10_000;
+export const DEFAULT_JWKS_COOLDOWN_MS = 10_000;
 
 export interface TokenVerifierOptions {
   /** URL of auth's `/.well-known/jwks.json`, fetched on first use and cached. */

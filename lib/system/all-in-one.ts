@@ -5,6 +5,7 @@
  */
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import type { DestinationStream } from "pino";
 import { readAuthConfig } from "../../svc-auth/src/config.ts";
 import { startAuth } from "../../svc-auth/src/service.ts";
 import { readConverterConfig } from "../../svc-converter/src/config.ts";
@@ -32,6 +33,8 @@ export interface AllInOneOptions {
   logLevel: string;
   /** Extra variables for every service, such as `UPLOAD_MAX_BYTES`. */
   extraEnv?: Env;
+  /** Destination of every service's log lines, stdout when absent. Tests pass one to read them. */
+  logDestination?: DestinationStream;
 }
 
 export interface AllInOne {
@@ -67,9 +70,9 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   // The gateway must know its port before it starts, because the links it returns contain it.
   const gatewayPort = options.gatewayPort || (await findFreePort(options.host));
   const publicUrl = options.extraEnv?.PUBLIC_URL ?? `http://localhost:${gatewayPort}`;
-  const broker = await openBroker("memory:", {
-    logger: createLogger({ service: "broker", level: options.logLevel }),
-  });
+  const loggerOf = (service: string) =>
+    createLogger({ service, level: options.logLevel, destination: options.logDestination });
+  const broker = await openBroker("memory:", { logger: loggerOf("broker") });
   const stops: Array<() => Promise<void>> = [() => broker.close()];
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop();
@@ -86,6 +89,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         JWT_SIGNING_KEYS: await loadOrCreateSigningKeys(dataDir),
         TRUST_PROXY: "true",
       }),
+      { logger: loggerOf("svc-auth") },
     );
     stops.push(() => auth.stop());
     const authUrl = `http://127.0.0.1:${auth.port}`;
@@ -102,7 +106,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         AUTH_URL: authUrl,
         PUBLIC_URL: publicUrl,
       }),
-      { broker },
+      { broker, logger: loggerOf("gateway") },
     );
     stops.push(() => gateway.stop());
     const gatewayUrl = `http://127.0.0.1:${gateway.port}`;
@@ -116,7 +120,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         HEALTH_HOST: options.host,
         WORK_DIR: join(dataDir, "work"),
       }),
-      { broker },
+      { broker, logger: loggerOf("converter") },
     );
     stops.push(() => converter.stop());
 
@@ -129,7 +133,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
         HEALTH_PORT: "0",
         HEALTH_HOST: options.host,
       }),
-      { broker },
+      { broker, logger: loggerOf("notify") },
     );
     stops.push(() => notify.stop());
 

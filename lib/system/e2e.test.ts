@@ -1,6 +1,7 @@
 /**
  * End to end on the all-in-one system: a user signs up, logs in, uploads, waits for the job,
  * downloads the MP3 and finds the email in the outbox; bad inputs end `failed` with a reason.
+ * Last, the log lines of the whole run are searched for the secrets it used.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -17,6 +18,18 @@ let dir: string;
 let system: AllInOne;
 let media: TestMedia;
 let alice: GatewayClient;
+/** Log lines of every service, captured instead of printed. */
+const logLines: string[] = [];
+/** Values that no log line may contain, by name. The run adds each one as it creates it. */
+const secrets: Record<string, string> = { password: PASSWORD };
+
+/** Keeps every line for the secret scan and prints warnings and errors as before. */
+const logDestination = {
+  write(line: string) {
+    logLines.push(line);
+    if (/"level":"(warn|error|fatal)"/.test(line)) process.stdout.write(line);
+  },
+};
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mp3c-e2e-"));
@@ -26,11 +39,15 @@ beforeAll(async () => {
     gatewayPort: 0,
     authPort: 0,
     host: "127.0.0.1",
-    logLevel: "warn",
+    logLevel: "debug",
+    logDestination,
   });
   alice = new GatewayClient(system.gatewayUrl);
   await alice.signup("alice@example.com", PASSWORD);
-  await alice.login("alice@example.com", PASSWORD);
+  secrets.aliceToken = await alice.login("alice@example.com", PASSWORD);
+  secrets.basicCredentials = btoa(`alice@example.com:${PASSWORD}`);
+  const keySet = await readFile(join(system.dataDir, "jwt-signing-keys.json"), "utf8");
+  secrets.signingKey = (JSON.parse(keySet) as { keys: Array<{ d: string }> }).keys[0]?.d ?? "";
 });
 
 afterAll(async () => {
@@ -118,9 +135,38 @@ describe("all-in-one pipeline", () => {
     const job = await convert(media.mp4MoovFront);
     const mallory = new GatewayClient(system.gatewayUrl);
     await mallory.signup("mallory@example.com", PASSWORD);
-    await mallory.login("mallory@example.com", PASSWORD);
+    secrets.malloryToken = await mallory.login("mallory@example.com", PASSWORD);
     await expect(mallory.job(job.job_id)).rejects.toMatchObject({ status: 404 });
     await expect(mallory.download(job.mp3_fid ?? "")).rejects.toMatchObject({ status: 404 });
+  });
+});
+
+describe("logs of the whole run", () => {
+  test("contain no secret and no full email address", async () => {
+    // A failed login and a forged token take the paths where a careless log line would leak.
+    secrets.wrongPassword = `wrong-${crypto.randomUUID()}`;
+    const basic = btoa(`alice@example.com:${secrets.wrongPassword}`);
+    const failed = await fetch(`${system.gatewayUrl}/login`, {
+      method: "POST",
+      headers: { authorization: `Basic ${basic}` },
+    });
+    expect(failed.status).toBe(401);
+    const forged = await fetch(`${system.gatewayUrl}/jobs`, {
+      headers: { authorization: `Bearer ${secrets.aliceToken}x` },
+    });
+    expect(forged.status).toBe(401);
+
+    const log = logLines.join("");
+    // The scan proves something only if the lines where a leak would show were written.
+    expect(log).toContain('"msg":"login failed"');
+    expect(log).toContain('"msg":"upload accepted"');
+    expect(log).toContain("a***@example.com");
+    const leaked = Object.entries(secrets)
+      .filter(([, value]) => value !== "" && log.includes(value))
+      .map(([name]) => name);
+    expect(leaked).toEqual([]);
+    expect(log).not.toContain("alice@example.com");
+    expect(log).not.toContain("mallory@example.com");
   });
 });
 

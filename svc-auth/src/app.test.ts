@@ -177,7 +177,7 @@ describe("signup and login", () => {
       `login timing: wrong password ${median(wrongPassword).toFixed(1)} ms, ` +
         `unknown email ${median(unknownEmail).toFixed(1)} ms\n`,
     );
-    // Without the dummy hash an unknown email answers in well under a tenth of the time.
+    // Without the dummy hash an unknown email returns in well under a tenth of the time.
     expect(ratio).toBeGreaterThan(0.5);
     expect(ratio).toBeLessThan(2);
   });

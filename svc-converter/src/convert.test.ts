@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { type ConvertSettings, convertToMp3, ffmpegArgs, outputSampleRate } from "./convert.ts";
 import { ConversionError } from "./failures.ts";
+import { findPrlimit } from "./ffmpeg.ts";
 import type { ProbedStream } from "./probe.ts";
 import {
   CLIP_SECONDS,
@@ -12,6 +15,8 @@ import {
   generateTestMedia,
   type TestMedia,
 } from "./test-media.ts";
+
+const execFileAsync = promisify(execFile);
 
 /** Allowed difference between the expected and the measured MP3 duration, in seconds. */
 const DURATION_TOLERANCE_SECONDS = 0.5;
@@ -176,10 +181,47 @@ describe("convertToMp3 rejects", () => {
   });
 });
 
+describe("convertToMp3 limits", () => {
+  /** Long enough that converting it takes seconds of CPU: 4.7 s with ffmpeg 5.1.9 on x86-64. */
+  let longInput: string;
+
+  beforeAll(async () => {
+    longInput = join(dir, "long.flac");
+    const tone = "sine=frequency=440:sample_rate=44100:duration=1200";
+    await execFileAsync("ffmpeg", [
+      "-v",
+      "error",
+      "-f",
+      "lavfi",
+      "-i",
+      tone,
+      "-ac",
+      "2",
+      longInput,
+    ]);
+  }, 60_000);
+
+  test("a conversion past the time limit as timed_out", async () => {
+    const failure = await failureOf(longInput, { timeoutSeconds: 1 });
+    expect(failure.code).toBe("timed_out");
+    expect(failure.message).toContain("limit of 1 seconds");
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test.skipIf(findPrlimit() === null)(
+    "a conversion past the CPU limit as resource_limit",
+    async () => {
+      const failure = await failureOf(longInput, { cpuSeconds: 1 });
+      expect(failure.code).toBe("resource_limit");
+      expect(await readdir(workDir)).toEqual([]);
+    },
+  );
+});
+
 test("referenced file converts when given directly", async () => {
   // The playlist and concat cases above only prove something if the file they name is a good
   // input: reading it would have produced an MP3 instead of a rejection.
-  await convertAndCheck(media.referencedWav, CLIP_SECONDS, 1);
+  await convertAndCheck(media.referencedSegment, CLIP_SECONDS, 1);
 });
 
 test("work directory is empty after each case", async () => {

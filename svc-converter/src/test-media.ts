@@ -60,8 +60,14 @@ export interface TestMedia {
   startsAt10s: string;
   /** A mono first track and a stereo second track flagged default. */
   twoTracksSecondDefault: string;
-  /** A WAV file that converts fine; the playlist and concat files point at it. */
-  referencedWav: string;
+  /**
+   * An MPEG-TS clip that converts fine, which the playlist and concat files name by a relative
+   * path, so ffmpeg reads it through them when the demuxer whitelist is missing. A WAV or an
+   * absolute path would prove nothing: the HLS demuxer of ffmpeg 5.1.9 (Debian 12) opens only
+   * segments whose format matches their extension, and the concat demuxer rejects absolute
+   * paths by default.
+   */
+  referencedSegment: string;
   hlsPlaylist: string;
   ffconcat: string;
 }
@@ -161,14 +167,14 @@ export async function generateTestMedia(dir: string): Promise<TestMedia> {
     "default",
   ]);
 
-  const referencedWav = await generate(dir, "referenced.wav", sine(d));
+  const referencedSegment = await generate(dir, "segment.ts", [...sine(d), "-c:a", "aac"]);
   const hlsPlaylist = join(dir, "playlist.m3u8");
   await writeFile(
     hlsPlaylist,
-    `#EXTM3U\n#EXT-X-TARGETDURATION:${d}\n#EXTINF:${d}.0,\n${referencedWav}\n#EXT-X-ENDLIST\n`,
+    `#EXTM3U\n#EXT-X-TARGETDURATION:${d}\n#EXTINF:${d}.0,\nsegment.ts\n#EXT-X-ENDLIST\n`,
   );
   const ffconcat = join(dir, "list.ffconcat");
-  await writeFile(ffconcat, `ffconcat version 1.0\nfile '${referencedWav}'\n`);
+  await writeFile(ffconcat, "ffconcat version 1.0\nfile 'segment.ts'\n");
 
   return {
     mp4MoovAtEnd,
@@ -185,7 +191,7 @@ export async function generateTestMedia(dir: string): Promise<TestMedia> {
     flac96kHz,
     startsAt10s,
     twoTracksSecondDefault,
-    referencedWav,
+    referencedSegment,
     hlsPlaylist,
     ffconcat,
   };

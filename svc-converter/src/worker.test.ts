@@ -117,8 +117,13 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function uploadVideo(id: string, path: string, filename: string): Promise<void> {
-  await store.put("videos", createReadStream(path), { id, filename, contentType: "video/mp4" });
+async function uploadVideo(
+  id: string,
+  path: string,
+  filename: string,
+  contentType = "video/mp4",
+): Promise<void> {
+  await store.put("videos", createReadStream(path), { id, filename, contentType });
 }
 
 function videoMessage(jobId: string, videoId: string, filename: string): VideoMessage {
@@ -240,6 +245,22 @@ describe("converter worker", () => {
     expect(eventsOf("job-bad")).toEqual([]);
     const logged = logLines.find((line) => line.msg === "invalid video message rejected");
     expect(logged).toBeDefined();
+  });
+
+  test("decides by content, not by name or type", async () => {
+    const textName = "../../escape.txt";
+    await uploadVideo("video-as-text", media.mp4Faststart, textName, "text/plain");
+    await publishVideo(videoMessage("job-as-text", "video-as-text", textName));
+    await uploadVideo("video-playlist", media.hlsPlaylist, "holiday.mp4");
+    await publishVideo(videoMessage("job-playlist", "video-playlist", "holiday.mp4"));
+    const finished = (jobId: string) => eventsOf(jobId).some((e) => e.state !== "converting");
+    await waitFor("both jobs finished", () => finished("job-as-text") && finished("job-playlist"));
+
+    expect(eventsOf("job-as-text").at(-1)?.state).toBe("converted");
+    expect(eventsOf("job-playlist").at(-1)?.failure?.code).toBe("unsupported_format");
+    // The name is never a path: nothing was written where it points from a job directory.
+    expect(await readdir(dir)).not.toContain("escape.txt");
+    expect(await readdir(dir)).not.toContain("escape.mp3");
   });
 
   test("logs mask the user's email", () => {

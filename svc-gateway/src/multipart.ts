@@ -114,6 +114,7 @@ class FileReception {
   #put: Promise<BlobInfo> | undefined;
   #received: Omit<ReceivedFile, "blob"> | undefined;
   #failure: AppError | undefined;
+  #bodyBytes = 0;
   #settle: { resolve(file: ReceivedFile): void; reject(error: unknown): void } | undefined;
 
   constructor(source: Readable, parser: busboy.Busboy, options: ReceiveOptions) {
@@ -139,12 +140,24 @@ class FileReception {
     parser.on("fieldsLimit", () => this.#fail(invalidForm("The form contains too many fields.")));
     parser.on("error", () => this.#fail(invalidForm("The multipart/form-data body is malformed.")));
     parser.on("close", () => void this.#onParserClose());
+    this.#source.on("data", (chunk: Buffer) => this.#countBodyBytes(chunk.byteLength));
     this.#source.on("error", (error) => {
       this.#options.log.warn({ err: { message: error.message } }, "upload body stream failed");
       this.#fail(
         new AppError("invalid_argument", "The upload ended before the body was complete."),
       );
     });
+  }
+
+  /**
+   * Caps the whole body, framing included. The store caps the file, but busboy skips bytes after
+   * the closing boundary, so without this a client could keep a request streaming forever.
+   */
+  #countBodyBytes(byteLength: number): void {
+    this.#bodyBytes += byteLength;
+    if (this.#bodyBytes > this.#options.maxBytes + MULTIPART_OVERHEAD_BYTES) {
+      this.#fail(tooLarge(this.#options.maxBytes));
+    }
   }
 
   #onFile(name: string, stream: Readable, info: busboy.FileInfo): void {

@@ -16,7 +16,6 @@ import type { GatewayConfig } from "./config.ts";
 import { startEventConsumers } from "./events-consumer.ts";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import { JobStore } from "./jobs-store.ts";
-import { MULTIPART_OVERHEAD_BYTES } from "./multipart.ts";
 import { type OutboxLoop, startOutboxLoop } from "./outbox.ts";
 import { gatewayReadinessChecks } from "./readiness.ts";
 
@@ -115,8 +114,9 @@ export async function startGateway(
     const server = await serve((request) => app.handle(request), {
       port: config.port,
       hostname: config.host,
-      // Bun rejects larger bodies before the app sees them; the app checks the file size itself.
-      maxRequestBodyBytes: config.uploadMaxBytes + MULTIPART_OVERHEAD_BYTES,
+      // Every route limits the body it reads and rejects a larger one with a JSON 413. A server
+      // limit would reject first, with an empty 413, before the app sees the request.
+      maxRequestBodyBytes: Number.MAX_SAFE_INTEGER,
     });
     closers.push(() => server.stop());
     logger.info({ port: server.port, host: config.host, runtime: RUNTIME }, "gateway started");

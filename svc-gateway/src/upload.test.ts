@@ -16,6 +16,8 @@ import {
 } from "./test-helpers.ts";
 
 const MAX_BYTES = 64 * 1024;
+/** A random (version 4) UUID: job ids carry 122 random bits, so they cannot be guessed. */
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let h: Harness;
 let token: string;
@@ -57,6 +59,7 @@ describe("POST /upload", () => {
     expect(response.status).toBe(202);
     const body = (await response.json()) as { job_id: string; status_url: string; state: string };
     expect(body.state).toBe("queued");
+    expect(body.job_id).toMatch(UUID_V4);
     expect(body.status_url).toBe(`${PUBLIC_URL}/jobs/${body.job_id}`);
     expect(response.headers.get("location")).toBe(body.status_url);
 
@@ -225,6 +228,26 @@ describe("POST /upload", () => {
     });
     const response = await h.app.handle(uploadRequest(body));
     expect(response.status).toBe(413);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("answers 413 for bytes streamed after the file", async () => {
+    const form = multipartBody([{ name: "file", filename: "small.mp4", content: "abc" }]);
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        // busboy skips bytes after the closing boundary, so only a cap on the whole body ends
+        // this request. The bound keeps a missing cap from hanging the test.
+        if (sent === 4096) controller.close();
+        else controller.enqueue(sent === 0 ? form : new Uint8Array(8 * 1024));
+        sent++;
+      },
+    });
+    const response = await h.app.handle(uploadRequest(body));
+    expect(response.status).toBe(413);
+    expect(((await response.json()) as { code: string }).code).toBe("payload_too_large");
+    expect(sent).toBeLessThan(4096);
     expect(await storedVideoFiles(h.storeDir)).toEqual([]);
     expect(await jobCount()).toBe(0);
   });
