@@ -245,6 +245,17 @@ describe("signup validation", () => {
     }
   });
 
+  test("password with a lone surrogate is rejected", async () => {
+    const harness = await createHarness();
+    for (const [index, password] of ["abcdefghij\uD800", "\uDC00abcdefghij"].entries()) {
+      const response = await signupUser(harness, `lone${index}@example.com`, password);
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { message: string }).message).toContain("surrogate");
+    }
+    const paired = await signupUser(harness, "paired@example.com", "abcdefghij\uD83C\uDFB5");
+    expect(paired.status).toBe(201);
+  });
+
   test("long password is not truncated", async () => {
     const harness = await createHarness();
     const password = "x".repeat(256);
@@ -257,7 +268,15 @@ describe("signup validation", () => {
   test("invalid emails are rejected", async () => {
     const harness = await createHarness();
     const local = "a".repeat(65);
-    for (const email of ["", "plain", "a@b", "a b@example.com", `${local}@example.com`]) {
+    const lookalikes = ["\u212Aelvin@example.com", "\u0130nfo@example.com"];
+    for (const email of [
+      "",
+      "plain",
+      "a@b",
+      "a b@example.com",
+      `${local}@example.com`,
+      ...lookalikes,
+    ]) {
       const response = await signupUser(harness, email);
       expect(response.status).toBe(400);
       const body = (await response.json()) as { details: unknown };

@@ -9,9 +9,13 @@ const LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
 /** A dot-atom local part and a domain of at least two DNS labels, after lowercasing. */
 const EMAIL_PATTERN = new RegExp(`^${ATOM}(?:\\.${ATOM})*@(?:${LABEL}\\.)+${LABEL}$`);
 
-/** Trims and lowercases an address, the form in which emails are stored and looked up. */
+/**
+ * Trims an address and lowercases its ASCII letters, the form in which emails are stored and
+ * looked up. Only ASCII is lowercased because `toLowerCase` maps some non-ASCII letters to ASCII
+ * (the Kelvin sign U+212A becomes "k"), which would accept one address as another.
+ */
 export function normalizeEmail(raw: string): string {
-  return raw.trim().toLowerCase();
+  return raw.trim().replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
 }
 
 /**

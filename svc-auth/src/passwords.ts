@@ -7,6 +7,9 @@ import { hash, verify } from "@node-rs/argon2";
 export const PASSWORD_MIN_LENGTH = 10;
 export const PASSWORD_MAX_LENGTH = 256;
 
+/** A UTF-16 high surrogate without its low half, or a low surrogate without its high half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** `Algorithm.Argon2id` of @node-rs/argon2, whose const enum isolated modules cannot import. */
 const ARGON2ID = 2;
 
@@ -22,6 +25,11 @@ export const ARGON2_OPTIONS = {
  * points, and a long password is rejected, never truncated.
  */
 export function passwordProblem(password: string): string | null {
+  // A lone surrogate has no UTF-8 encoding, so the hash would see U+FFFD in its place and a
+  // different password would log in.
+  if (LONE_SURROGATE.test(password)) {
+    return "The password contains an invalid Unicode character (a lone surrogate). Remove it.";
+  }
   const length = [...password].length;
   if (length >= PASSWORD_MIN_LENGTH && length <= PASSWORD_MAX_LENGTH) return null;
   return (
