@@ -1,7 +1,11 @@
-import { expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
+import { Elysia } from "elysia";
 import { AppError, INTERNAL_MESSAGE } from "./errors.ts";
 import { createHttpApp } from "./http.ts";
 import { createLogger } from "./log.ts";
+
+const BASE = "http://localhost";
+const silent = createLogger({ service: "http-test", level: "silent" });
 
 function appWithLog() {
   const lines: Array<Record<string, unknown>> = [];
@@ -70,4 +74,87 @@ test("500 body hides the cause", async () => {
   expect(JSON.stringify(body)).not.toContain("s3cret");
   expect(JSON.stringify(body)).not.toContain("mysql");
   expect(lines.some((line) => line.msg === "request failed")).toBe(true);
+});
+
+describe("wrong method on a known path", () => {
+  const health = new Elysia({ name: "health" }).get("/healthz", () => ({ status: "ok" }));
+
+  function routedApp() {
+    return createHttpApp("http-test", silent)
+      .use(health)
+      .post("/upload", () => "accepted")
+      .get("/jobs/:id", ({ params }) => ({ id: params.id }))
+      .delete("/jobs/:id", () => "deleted")
+      .get("/files/:name?", () => "file")
+      .get("/static/*", () => "static");
+  }
+
+  test.each([
+    ["PUT", "/upload", "POST, OPTIONS"],
+    ["GET", "/upload", "POST, OPTIONS"],
+    ["HEAD", "/upload", "POST, OPTIONS"],
+    ["PATCH", "/upload", "POST, OPTIONS"],
+    ["TRACE", "/upload", "POST, OPTIONS"],
+    ["POST", "/jobs/42", "GET, HEAD, DELETE, OPTIONS"],
+    ["PUT", "/jobs/42/", "GET, HEAD, DELETE, OPTIONS"],
+    ["POST", "/healthz", "GET, HEAD, OPTIONS"],
+    ["POST", "/files", "GET, HEAD, OPTIONS"],
+    ["POST", "/files/a.txt", "GET, HEAD, OPTIONS"],
+    ["POST", "/static/a/b.css", "GET, HEAD, OPTIONS"],
+  ])("%s %s gets 405 with Allow: %s", async (method, path, allow) => {
+    const response = await routedApp().handle(new Request(`${BASE}${path}`, { method }));
+
+    expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe(allow);
+    expect(response.headers.get("x-request-id")).toBeTruthy();
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body.code).toBe("method_not_allowed");
+    expect(body.message).toBe(
+      `The method ${method} is not allowed on this path. Use one of ${allow}.`,
+    );
+    expect(body.details).toEqual({ allowed_methods: allow.split(", ") });
+  });
+
+  test.each([
+    ["GET", "/nowhere"],
+    ["PUT", "/nowhere"],
+    ["OPTIONS", "/nowhere"],
+    ["DELETE", "/jobs"],
+    ["GET", "/jobs/42/parts"],
+    ["GET", "/JOBS/42"],
+    ["POST", "/uploads"],
+  ])("%s %s gets 404", async (method, path) => {
+    const response = await routedApp().handle(new Request(`${BASE}${path}`, { method }));
+
+    expect(response.status).toBe(404);
+    expect(response.headers.get("allow")).toBeNull();
+    expect(((await response.json()) as Record<string, unknown>).code).toBe("not_found");
+  });
+
+  test("HEAD on a GET route is served by it", async () => {
+    const response = await routedApp().handle(new Request(`${BASE}/jobs/42`, { method: "HEAD" }));
+
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-length")).toBe(String('{"id":"42"}'.length));
+    expect(await response.text()).toBe("");
+  });
+
+  test("OPTIONS gets 204 with Allow", async () => {
+    const response = await routedApp().handle(
+      new Request(`${BASE}/jobs/42`, { method: "OPTIONS" }),
+    );
+
+    expect(response.status).toBe(204);
+    expect(response.headers.get("allow")).toBe("GET, HEAD, DELETE, OPTIONS");
+    expect(response.headers.get("x-request-id")).toBeTruthy();
+    expect(await response.text()).toBe("");
+  });
+
+  test("access log of a 405 has status 405", async () => {
+    const { app, lines } = appWithLog();
+    const response = await app.handle(new Request(`${BASE}/created`, { method: "PUT" }));
+
+    expect(response.status).toBe(405);
+    expect((await accessLine(lines, "/created"))["http.status"]).toBe(405);
+  });
 });

@@ -1,7 +1,7 @@
 /**
  * The Elysia base every HTTP service builds on: a request id per request (accepted from
- * `X-Request-Id` or made), a child logger carrying it, one JSON error shape, and an access log
- * line per response.
+ * `X-Request-Id` or made), a child logger carrying it, one JSON error shape, 405 with `Allow` for
+ * a known path requested with the wrong method, and an access log line per response.
  */
 import { Elysia } from "elysia";
 import { AppError, toErrorResponse } from "./errors.ts";
@@ -12,7 +12,9 @@ const requestStarts = new WeakMap<Request, number>();
 
 /** Creates an Elysia app with request ids, per-request loggers and JSON errors. */
 export function createHttpApp(name: string, logger: Logger) {
-  return new Elysia({ name })
+  // Routes added to the returned app, directly or through `use`, land in this instance.
+  const app = new Elysia({ name });
+  return app
     .derive({ as: "global" }, ({ request, set }) => {
       requestStarts.set(request, performance.now());
       const requestId = acceptRequestId(request.headers.get(REQUEST_ID_HEADER));
@@ -26,10 +28,11 @@ export function createHttpApp(name: string, logger: Logger) {
       const log = logger.child({ request_id: requestId });
       if (error instanceof AppError) return toErrorResponse(error, requestId);
       if (code === "NOT_FOUND") {
-        return toErrorResponse(
-          new AppError("not_found", "No such route. See the README for the API."),
-          requestId,
-        );
+        const response = routeMissResponse(app.routes, request, requestId);
+        // Elysia passes neither this Response nor its status to onAfterResponse, so without this
+        // line the access log would show 200.
+        set.status = response.status;
+        return response;
       }
       if (code === "PARSE" || code === "VALIDATION" || code === "INVALID_COOKIE_SIGNATURE") {
         return toErrorResponse(
@@ -55,6 +58,93 @@ export function createHttpApp(name: string, logger: Logger) {
         "request completed",
       );
     });
+}
+
+/**
+ * Builds the response to a request that no route handles. A path that some route serves with
+ * other methods gets 405 with `Allow` (RFC 9110, section 15.5.6). Any other path gets 404.
+ *
+ * OPTIONS on such a path gets 204 with `Allow`, as RFC 9110 (section 9.3.7) describes, so a
+ * client can discover the methods without trying them. The response carries no CORS headers, so
+ * a browser's cross-origin preflight still fails, as it did before.
+ */
+function routeMissResponse(
+  routes: readonly RouteEntry[],
+  request: Request,
+  requestId: string,
+): Response {
+  const allowed = allowedMethods(routes, new URL(request.url).pathname);
+  if (allowed.length === 0) {
+    return toErrorResponse(
+      new AppError("not_found", "No such route. See the README for the API."),
+      requestId,
+    );
+  }
+  const allow = allowed.join(", ");
+  if (request.method === "OPTIONS") {
+    return new Response(null, { status: 204, headers: { allow, [REQUEST_ID_HEADER]: requestId } });
+  }
+  const error = new AppError(
+    "method_not_allowed",
+    `The method ${request.method} is not allowed on this path. Use one of ${allow}.`,
+    { headers: { allow }, details: { allowed_methods: allowed } },
+  );
+  return toErrorResponse(error, requestId);
+}
+
+/** Method and path of a route, as `app.routes` lists them. */
+interface RouteEntry {
+  method: string;
+  path: string;
+}
+
+/** Methods in the order an `Allow` header lists them. Other methods follow alphabetically. */
+const METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/**
+ * Returns the methods that some route serves on `pathname`, or none when no route matches it.
+ * HEAD comes with GET because Elysia serves HEAD with the GET route, and OPTIONS comes with any
+ * route because `routeMissResponse` responds to it.
+ */
+function allowedMethods(routes: readonly RouteEntry[], pathname: string): string[] {
+  const methods = new Set<string>();
+  for (const route of routes) {
+    if (routePattern(route.path).test(pathname)) methods.add(route.method.toUpperCase());
+  }
+  if (methods.size === 0) return [];
+  if (methods.has("GET")) methods.add("HEAD");
+  methods.add("OPTIONS");
+  return [...methods].sort(compareMethods);
+}
+
+function compareMethods(a: string, b: string): number {
+  const rankA = METHOD_ORDER.indexOf(a);
+  const rankB = METHOD_ORDER.indexOf(b);
+  if (rankA >= 0 && rankB >= 0) return rankA - rankB;
+  if (rankA >= 0 || rankB >= 0) return rankA >= 0 ? -1 : 1;
+  return a < b ? -1 : 1;
+}
+
+const routePatterns = new Map<string, RegExp>();
+
+/**
+ * Compiles an Elysia route path into a pattern on request paths: `:name` matches one segment,
+ * `:name?` an optional one, and `*` the rest of the path. A trailing slash is optional, as with
+ * Elysia's default `strictPath: false`.
+ */
+function routePattern(path: string): RegExp {
+  let pattern = routePatterns.get(path);
+  if (pattern) return pattern;
+  let source = "";
+  for (const segment of path.split("/").slice(1)) {
+    if (segment === "*") source += "/.*";
+    else if (segment.startsWith(":") && segment.endsWith("?")) source += "(?:/[^/]+)?";
+    else if (segment.startsWith(":")) source += "/[^/]+";
+    else source += `/${segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`;
+  }
+  pattern = new RegExp(`^${source}/?$`);
+  routePatterns.set(path, pattern);
+  return pattern;
 }
 
 /**

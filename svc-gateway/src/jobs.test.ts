@@ -396,3 +396,32 @@ describe("job events", () => {
     expect(await stateOf(id)).toBe("converted");
   });
 });
+
+describe("wrong methods", () => {
+  test.each([
+    ["PUT", "/upload", "POST, OPTIONS"],
+    ["GET", "/upload", "POST, OPTIONS"],
+    ["GET", "/login", "POST, OPTIONS"],
+    ["POST", "/jobs", "GET, HEAD, OPTIONS"],
+    ["DELETE", "/jobs/0b9e3f57-4bd6-4f47-9d8a-0c4f2f1b2a10", "GET, HEAD, OPTIONS"],
+    ["PATCH", "/download?fid=abc", "GET, HEAD, OPTIONS"],
+    ["TRACE", "/signup", "POST, OPTIONS"],
+  ])("%s %s gets 405 with Allow: %s", async (method, path, allow) => {
+    const response = await h.app.handle(new Request(`${BASE}${path}`, { method }));
+    expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe(allow);
+    expect(((await response.json()) as { code: string }).code).toBe("method_not_allowed");
+  });
+
+  test("HEAD of a job is served by its GET route", async () => {
+    const id = await insertJob();
+    const response = await h.app.handle(
+      new Request(`${BASE}/jobs/${id}`, {
+        method: "HEAD",
+        headers: { authorization: `Bearer ${alice}` },
+      }),
+    );
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe("");
+  });
+});
