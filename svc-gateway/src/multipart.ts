@@ -15,6 +15,7 @@ import {
 } from "@mp3converter/lib/ports/storage";
 import busboy from "busboy";
 import { toDisplayFilename } from "./filename.ts";
+import { boundaryOf, DelimiterCounter } from "./multipart-delimiters.ts";
 
 /** Name of the form field that carries the file. */
 export const FILE_FIELD = "file";
@@ -102,7 +103,9 @@ export function receiveSingleFile(
     return Promise.reject(invalidForm("The multipart/form-data boundary is missing or invalid."));
   }
   const source = Readable.fromWeb(request.body as unknown as NodeReadableStream<Uint8Array>);
-  return new FileReception(source, parser, options).run();
+  const boundary = boundaryOf(request.headers.get("content-type") ?? "");
+  const delimiters = boundary === undefined ? undefined : new DelimiterCounter(boundary);
+  return new FileReception(source, parser, delimiters, options).run();
 }
 
 /** One run of the parser over one request body; settles exactly once. */
@@ -110,6 +113,9 @@ class FileReception {
   readonly #source: Readable;
   readonly #parser: busboy.Busboy;
   readonly #options: ReceiveOptions;
+  readonly #delimiters: DelimiterCounter | undefined;
+  /** Parts busboy reported as a file or a field. */
+  #reportedParts = 0;
   #fileStream: Readable | undefined;
   #put: Promise<BlobInfo> | undefined;
   #received: Omit<ReceivedFile, "blob"> | undefined;
@@ -117,9 +123,15 @@ class FileReception {
   #bodyBytes = 0;
   #settle: { resolve(file: ReceivedFile): void; reject(error: unknown): void } | undefined;
 
-  constructor(source: Readable, parser: busboy.Busboy, options: ReceiveOptions) {
+  constructor(
+    source: Readable,
+    parser: busboy.Busboy,
+    delimiters: DelimiterCounter | undefined,
+    options: ReceiveOptions,
+  ) {
     this.#source = source;
     this.#parser = parser;
+    this.#delimiters = delimiters;
     this.#options = options;
   }
 
@@ -140,7 +152,10 @@ class FileReception {
     parser.on("fieldsLimit", () => this.#fail(invalidForm("The form contains too many fields.")));
     parser.on("error", () => this.#fail(invalidForm("The multipart/form-data body is malformed.")));
     parser.on("close", () => void this.#onParserClose());
-    this.#source.on("data", (chunk: Buffer) => this.#countBodyBytes(chunk.byteLength));
+    this.#source.on("data", (chunk: Buffer) => {
+      this.#countBodyBytes(chunk.byteLength);
+      this.#delimiters?.push(chunk);
+    });
     this.#source.on("error", (error) => {
       this.#options.log.warn({ err: { message: error.message } }, "upload body stream failed");
       this.#fail(
@@ -161,6 +176,7 @@ class FileReception {
   }
 
   #onFile(name: string, stream: Readable, info: busboy.FileInfo): void {
+    this.#reportedParts++;
     // The store reads the errors through its iterator; without a listener, an error emitted
     // while no read is pending would be an uncaught exception.
     stream.on("error", () => {});
@@ -186,6 +202,7 @@ class FileReception {
   }
 
   #onField(name: string): void {
+    this.#reportedParts++;
     if (name !== FILE_FIELD) return;
     this.#fail(invalidForm(`The field "${FILE_FIELD}" was sent as text, not as a file.`));
   }
@@ -205,7 +222,7 @@ class FileReception {
   async #onParserClose(): Promise<void> {
     if (this.#failure) return;
     if (!this.#put || !this.#received) {
-      this.#fail(invalidForm(`The form has no file part named "${FILE_FIELD}".`));
+      this.#fail(invalidForm(this.#missingFileProblem()));
       return;
     }
     try {
@@ -215,6 +232,18 @@ class FileReception {
     } catch {
       // #put's own rejection handler has already called #fail.
     }
+  }
+
+  /** Returns why the form has no file part: a part header busboy skipped, or no such part. */
+  #missingFileProblem(): string {
+    const skipped = (this.#delimiters?.parts ?? 0) - this.#reportedParts;
+    if (skipped > 0) {
+      return (
+        "The form contains a part whose Content-Disposition header is missing or malformed, " +
+        'for example a filename with an unescaped quote. Escape a quote in a filename as \\".'
+      );
+    }
+    return `The form has no file part named "${FILE_FIELD}".`;
   }
 
   /** Stops reading the body, removes any stored part of the file, then rejects with `error`. */
