@@ -195,5 +195,29 @@ describe.each(DATABASE_URLS)("JobStore on %s", (_dialect, url) => {
       expect(await jobs.listUnpublished(10, 10)).toHaveLength(0);
       expect((await jobs.findOwned(job.id, "user-1"))?.publishedAt).toBe(20);
     });
+
+    test("marks only unfinished jobs unpublished", async () => {
+      const states = ["queued", "converting", "converted", "notified", "failed"] as const;
+      const ids = {} as Record<(typeof states)[number], string>;
+      for (const state of states) {
+        const job = newJob({ publishLeaseUntil: 1_000_000 });
+        await jobs.insert(job);
+        await jobs.markPublished(job.id, 20);
+        if (state !== "queued") {
+          const failure = { code: "no_audio", message: "The video has no audio track." };
+          await jobs.applyUpdate(job.id, { state, at: 30, ...(state === "failed" && { failure }) });
+        }
+        ids[state] = job.id;
+      }
+
+      expect(await jobs.markUnfinishedUnpublished()).toBe(3);
+
+      const pending = await jobs.listUnpublished(40, 10);
+      const pendingIds = pending.map((job) => job.id).sort();
+      expect(pendingIds).toEqual([ids.queued, ids.converting, ids.converted].sort());
+      expect((await jobs.findOwned(ids.notified, "user-1"))?.publishedAt).toBe(20);
+      expect((await jobs.findOwned(ids.failed, "user-1"))?.publishedAt).toBe(20);
+      expect((await jobs.findOwned(ids.converted, "user-1"))?.state).toBe("converted");
+    });
   });
 });

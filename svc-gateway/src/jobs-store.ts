@@ -78,6 +78,10 @@ const SELECT_BY_MP3 =
   `SELECT ${JOB_COLUMNS} FROM jobs WHERE mp3_fid = ? AND owner_id = ? ` +
   "AND state IN ('converted', 'notified')";
 
+const MARK_UNFINISHED_UNPUBLISHED =
+  "UPDATE jobs SET published_at = NULL, publish_lease_until = NULL " +
+  "WHERE state IN ('queued', 'converting', 'converted')";
+
 const UNPUBLISHED_CONDITION =
   "published_at IS NULL AND (publish_lease_until IS NULL OR publish_lease_until < ?)";
 
@@ -211,6 +215,15 @@ export class JobStore {
       "UPDATE jobs SET published_at = ?, publish_lease_until = NULL WHERE id = ?",
       [at, id],
     );
+  }
+
+  /**
+   * Marks every job in `queued`, `converting` or `converted` unpublished and frees its lease, so
+   * the outbox publishes its VideoMessage again. Returns how many jobs it marked.
+   */
+  async markUnfinishedUnpublished(): Promise<number> {
+    const result = await this.#db.execute(MARK_UNFINISHED_UNPUBLISHED);
+    return result.affectedRows;
   }
 
   /** Gives up the publish lease after a failed publish, so the next outbox run retries. */

@@ -75,6 +75,33 @@ export async function runOutboxOnce(deps: OutboxDeps): Promise<number> {
   return published;
 }
 
+/**
+ * Prepares the recovery of unfinished jobs at start-up when the broker lost its messages in the
+ * restart (`broker.durable` is false, as for the in-process broker). Every job that is `queued`,
+ * `converting` or `converted` is marked unpublished, so the outbox publishes its VideoMessage
+ * again and the job ends `notified` or `failed`. Republishing is safe: the converter finds the
+ * MP3 of a converted job under its job id and only publishes the result again, notify sends one
+ * email per `mp3` message, and the gateway applies events only forward. RabbitMQ keeps its
+ * durable queues and persistent messages across restarts, so with it nothing is republished.
+ * Returns how many jobs were marked.
+ */
+export async function requeueUnfinishedJobs(
+  deps: Pick<OutboxDeps, "broker" | "jobs" | "logger">,
+): Promise<number> {
+  if (deps.broker.durable) return 0;
+  // NOTE: a job whose email was sent but whose `notified` event had not been applied when the
+  // process died is still `converted`, so its user gets the email a second time, with the same
+  // Message-ID. A graceful stop of the all-in-one system applies every event before it exits.
+  const marked = await deps.jobs.markUnfinishedUnpublished();
+  if (marked > 0) {
+    deps.logger.info(
+      { jobs: marked },
+      "broker keeps no messages across restarts; unfinished jobs marked for republishing",
+    );
+  }
+  return marked;
+}
+
 /** A running outbox loop. */
 export interface OutboxLoop {
   /** Runs the outbox now, or waits for the run in progress; used by tests. */

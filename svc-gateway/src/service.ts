@@ -16,7 +16,7 @@ import type { GatewayConfig } from "./config.ts";
 import { startEventConsumers } from "./events-consumer.ts";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import { JobStore } from "./jobs-store.ts";
-import { type OutboxLoop, startOutboxLoop } from "./outbox.ts";
+import { type OutboxLoop, requeueUnfinishedJobs, startOutboxLoop } from "./outbox.ts";
 import { gatewayReadinessChecks } from "./readiness.ts";
 
 /** Adapters and helpers to use in place of the ones the config names. */
@@ -92,6 +92,8 @@ export async function startGateway(
       overrides.verifier ??
       createTokenVerifier({ jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience });
     const jobs = new JobStore(db);
+    // Before the outbox starts, so that its first run publishes the recovered jobs.
+    await requeueUnfinishedJobs({ broker, jobs, logger });
     const app = createGatewayApp({
       ...config,
       logger,

@@ -49,6 +49,10 @@ export class OutageBroker implements Broker {
     this.#inner = inner;
   }
 
+  get durable(): boolean {
+    return this.#inner.durable;
+  }
+
   declareQueues(queues: readonly string[]): Promise<void> {
     return this.#inner.declareQueues(queues);
   }

@@ -126,6 +126,8 @@ export interface AmqpBrokerOptions extends BrokerOptions {
 
 /** Broker backed by a RabbitMQ server, with its own reconnection. */
 export class AmqpBroker implements Broker {
+  /** Work queues are durable quorum queues and every message is published persistent. */
+  readonly durable = true;
   readonly #url: string;
   readonly #endpoint: string;
   readonly #connectionName: string;

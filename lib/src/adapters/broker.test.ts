@@ -420,6 +420,10 @@ describe("amqp", () => {
     await admin.close();
   });
 
+  test("amqp broker reports itself durable", async () => {
+    expect(admin.durable).toBe(true);
+  });
+
   brokerContract("amqp", () => ({
     open: (options) =>
       openBroker(AMQP_TEST_URL, {
@@ -476,6 +480,14 @@ describe("memory broker", () => {
     const again = await collect(broker, deadLetterQueueName(queue));
     await waitFor("sentinel delivery", () => again.deliveries.length === 1);
     expect(again.deliveries[0]?.body.toString()).toBe("sentinel");
+    await broker.close();
+  });
+});
+
+describe("memory broker durability", () => {
+  test("reports itself not durable", async () => {
+    const broker = await openBroker("memory:", { logger: silentLogger });
+    expect(broker.durable).toBe(false);
     await broker.close();
   });
 });

@@ -1,7 +1,8 @@
 /**
  * In-process broker (`memory:`) for the all-in-one mode. It keeps the semantics of the RabbitMQ
  * adapter: manual acknowledgement, bounded prefetch, redelivery counting, a delivery limit and
- * dead-letter queues. Messages live in memory only, so they are lost when the process exits.
+ * dead-letter queues. Messages live in memory only, so they are lost when the process exits
+ * (`durable` is false).
  */
 import type { Logger } from "../log.ts";
 import type {
@@ -92,6 +93,7 @@ class MemoryConsumer implements Subscription {
  * what another one receives.
  */
 export class MemoryBroker implements Broker {
+  readonly durable = false;
   readonly #logger: Logger;
   readonly #maxDeliveries: number;
   readonly #queues = new Map<string, MemoryQueue>();

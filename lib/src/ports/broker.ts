@@ -54,6 +54,13 @@ export interface BrokerHealth {
 
 export interface Broker {
   /**
+   * Whether a queued message outlives a restart of the broker and of this process. RabbitMQ's
+   * durable queues keep persistent messages, so this is true for it. The in-process broker keeps
+   * messages in memory only, so this is false for it, and the gateway then republishes every
+   * unfinished job at start-up.
+   */
+  readonly durable: boolean;
+  /**
    * Declares durable work queues, each with its dead-letter queue. Safe to call again; adapters
    * declare the same queues again after a reconnect.
    */
