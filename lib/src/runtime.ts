@@ -2,6 +2,7 @@
  * The few calls that differ between Bun and Deno. Everything else (node:child_process, node:fs,
  * node:sqlite, fetch) behaves the same on both, so services import those directly.
  */
+import { openAsBlob } from "node:fs";
 
 declare const Deno:
   | {
@@ -85,6 +86,18 @@ export async function serve(
     port: server.port ?? options.port,
     stop: () => server.stop(),
   };
+}
+
+/**
+ * Returns the file at `path` as a `Blob` that is read from disk only when it is consumed, or
+ * undefined where the runtime has no such `Blob`. On Bun, `openAsBlob` opens no file until the
+ * `Blob` is read and does not check that the file exists. Deno 2.9's `openAsBlob` reads the
+ * whole file into memory (a 200 MB file raised the resident set by 401 MB), so on Deno this
+ * returns undefined and callers stream the file instead.
+ */
+export async function openLazyFileBlob(path: string): Promise<Blob | undefined> {
+  if (typeof Deno !== "undefined") return undefined;
+  return openAsBlob(path);
 }
 
 /** Calls `handler` once on SIGINT or SIGTERM, so a service can drain before it exits. */

@@ -35,6 +35,7 @@ import {
   type OpenedBlob,
   type PutOptions,
 } from "../ports/storage.ts";
+import { openLazyFileBlob } from "../runtime.ts";
 
 const PARTIAL_DIR = ".partial";
 const METADATA_SUFFIX = ".json";
@@ -176,17 +177,15 @@ class FileBlobStore implements BlobStore {
     if (!info) return null;
     if (range) checkRange(range, info.size);
 
-    let handle: FileHandle;
-    try {
-      // An open handle keeps reading the bytes even if the blob is deleted meanwhile.
-      handle = await open(this.#dataPath(bucket, id), "r");
-    } catch (error) {
-      if (errorCode(error) === "ENOENT") return null;
-      throw error;
-    }
+    const file = this.#dataPath(bucket, id);
+    // A delete removes the metadata first, so this only happens while a delete is under way.
+    if (!(await exists(file))) return null;
     const start = range?.start ?? 0;
     const end = range ? range.end + 1 : info.size;
-    return { info, stream: readRange(handle, start, end) };
+    const opened: OpenedBlob = { info, stream: readRange(file, start, end) };
+    const whole = await openLazyFileBlob(file);
+    if (whole) opened.blob = whole.slice(start, end);
+    return opened;
   }
 
   async delete(bucket: Bucket, id: string): Promise<boolean> {
@@ -361,34 +360,44 @@ async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Reads bytes `[start, end)` of an open file as a stream, closing the file at the end. */
-function readRange(handle: FileHandle, start: number, end: number): ReadableStream<Uint8Array> {
+/**
+ * Reads bytes `[start, end)` of `file` as a stream. The file is opened at the first read, so an
+ * unread stream keeps no file open. From then on the reads go on even if the blob is deleted.
+ * The handle is closed at the end, on an error and on cancel.
+ */
+function readRange(file: string, start: number, end: number): ReadableStream<Uint8Array> {
+  let handle: FileHandle | undefined;
   let position = start;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const length = Math.min(READ_CHUNK_BYTES, end - position);
-        if (length <= 0) {
-          await handle.close();
-          controller.close();
-          return;
+  // With a high-water mark of 0 the stream pulls only when it is read, never ahead.
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const length = Math.min(READ_CHUNK_BYTES, end - position);
+          if (length <= 0) {
+            await handle?.close();
+            controller.close();
+            return;
+          }
+          handle ??= await open(file, "r");
+          const buffer = new Uint8Array(length);
+          const { bytesRead } = await handle.read(buffer, 0, length, position);
+          if (bytesRead === 0) {
+            throw new Error(`blob file ended at byte ${position}, before the expected ${end}`);
+          }
+          position += bytesRead;
+          controller.enqueue(buffer.subarray(0, bytesRead));
+        } catch (error) {
+          await handle?.close().catch(() => {});
+          controller.error(error);
         }
-        const buffer = new Uint8Array(length);
-        const { bytesRead } = await handle.read(buffer, 0, length, position);
-        if (bytesRead === 0) {
-          throw new Error(`blob file ended at byte ${position}, before the expected ${end}`);
-        }
-        position += bytesRead;
-        controller.enqueue(buffer.subarray(0, bytesRead));
-      } catch (error) {
-        await handle.close().catch(() => {});
-        controller.error(error);
-      }
+      },
+      async cancel() {
+        await handle?.close();
+      },
     },
-    async cancel() {
-      await handle.close();
-    },
-  });
+    { highWaterMark: 0 },
+  );
 }
 
 function toStored(info: BlobInfo): StoredMetadata {

@@ -329,7 +329,36 @@ function blobStoreContract(target: ContractTarget) {
   test("ping resolves", async () => {
     await store.ping();
   });
+
+  test("blob, when offered, has the range's bytes", async () => {
+    const size = 2 * MiB + 9;
+    const id = testId();
+    await store.put("mp3s", generated(size), { id, filename: "b", contentType: "audio/mpeg" });
+    const cases = [
+      { start: 0, end: size - 1 },
+      { start: CHUNK_BYTES - 3, end: CHUNK_BYTES + 3 },
+      { start: size - 1, end: size - 1 },
+    ];
+    for (const range of cases) {
+      const opened = await store.open("mp3s", id, range);
+      if (!opened?.blob) continue;
+      const length = range.end - range.start + 1;
+      expect({ range, size: opened.blob.size }).toEqual({ range, size: length });
+      const bytes = new Uint8Array(await opened.blob.arrayBuffer());
+      expect(Buffer.from(bytes).equals(Buffer.from(patternBytes(range.start, length)))).toBe(true);
+    }
+  });
 }
+
+/** Returns the number of open file descriptors of this process (Linux only). */
+async function openFileCount(): Promise<number> {
+  return (await readdir("/proc/self/fd")).length;
+}
+
+const hasProcFd = await readdir("/proc/self/fd").then(
+  () => true,
+  () => false,
+);
 
 describe("file blob store contract", () => {
   let parent: string;
@@ -398,6 +427,51 @@ describe("file blob store", () => {
       contentType: "video/mp4",
     });
     await expect(put).rejects.toBeInstanceOf(InvalidBlobIdError);
+    await store.close();
+  });
+
+  test("offers the bytes as a Blob on Bun", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    await store.put("mp3s", generated(1000), { id: "b", filename: "b", contentType: "audio/mpeg" });
+
+    const opened = await store.open("mp3s", "b", { start: 10, end: 19 });
+    expect(opened?.blob?.size).toBe(10);
+    const bytes = Buffer.from((await opened?.blob?.arrayBuffer()) ?? new ArrayBuffer(0));
+    expect(bytes.equals(Buffer.from(patternBytes(10, 10)))).toBe(true);
+    await store.close();
+  });
+
+  test.skipIf(!hasProcFd)("unread opens hold no file", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    await store.put("mp3s", generated(MiB), { id: "f", filename: "f", contentType: "audio/mpeg" });
+    const before = await openFileCount();
+
+    const unread = [];
+    for (let i = 0; i < 50; i++) unread.push(await store.open("mp3s", "f"));
+    expect(await openFileCount()).toBe(before);
+
+    for (const opened of unread.slice(0, 25)) await opened?.blob?.arrayBuffer();
+    for (const opened of unread.slice(25)) await readAll(streamOf(opened));
+    const reader = streamOf(await store.open("mp3s", "f")).getReader();
+    await reader.read();
+    await reader.cancel();
+    expect(await openFileCount()).toBe(before);
+    await store.close();
+  });
+
+  test("stream read goes on after a delete", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    const size = 4 * CHUNK_BYTES;
+    await store.put("mp3s", generated(size), { id: "d", filename: "d", contentType: "audio/mpeg" });
+
+    const reader = streamOf(await store.open("mp3s", "d")).getReader();
+    const first = await reader.read();
+    expect(await store.delete("mp3s", "d")).toBe(true);
+    let read = first.value?.byteLength ?? 0;
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+      read += chunk.value.byteLength;
+    }
+    expect(read).toBe(size);
     await store.close();
   });
 

@@ -33,9 +33,24 @@ export interface ByteRange {
   end: number;
 }
 
+/**
+ * A blob opened for reading: its bytes, or those of the requested range, as a stream and, when
+ * the store can offer them without buffering, as a `Blob` too. A reader uses one of the two.
+ */
 export interface OpenedBlob {
   info: BlobInfo;
+  /**
+   * The bytes as a stream. A store that also sets `blob` opens nothing for the stream until its
+   * first read, so a reader that sends `blob` may drop the stream without cancelling it.
+   */
   stream: ReadableStream<Uint8Array>;
+  /**
+   * The same bytes as a `Blob` that the runtime reads from storage while it sends them. Bun 1.4
+   * sends a `Blob` body with its `Content-Length`, but a stream that yields its chunks
+   * asynchronously is sent chunked, without it. Absent when the store has no such `Blob`, as with
+   * GridFS, or when the runtime would read the whole blob into memory to make one.
+   */
+  blob?: Blob;
 }
 
 /** Pattern every blob id matches; ids become file names in the `file:` store. */

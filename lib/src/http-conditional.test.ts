@@ -1,0 +1,70 @@
+import { describe, expect, test } from "bun:test";
+import { httpDate, ifRangeMatches, isNotModified, type Validators } from "./http-conditional.ts";
+
+const validators: Validators = {
+  etag: '"v1-abc"',
+  lastModified: new Date("2026-03-01T10:20:30.456Z"),
+};
+const LAST_MODIFIED = "Sun, 01 Mar 2026 10:20:30 GMT";
+
+function headers(entries: Record<string, string>): Headers {
+  return new Headers(entries);
+}
+
+describe("httpDate", () => {
+  test("formats an IMF-fixdate", () => {
+    expect(httpDate(validators.lastModified)).toBe(LAST_MODIFIED);
+  });
+});
+
+describe("isNotModified", () => {
+  test.each([
+    ['"v1-abc"', true],
+    ['W/"v1-abc"', true],
+    ['"other", "v1-abc"', true],
+    ['"other",W/"v1-abc"', true],
+    ["*", true],
+    ['"other"', false],
+    ['"v1-abcd"', false],
+    ["v1-abc", false],
+    ["", false],
+  ])("If-None-Match %j gives %p", (value, expected) => {
+    expect(isNotModified(headers({ "if-none-match": value }), validators)).toBe(expected);
+  });
+
+  test.each([
+    [LAST_MODIFIED, true],
+    ["Sun, 01 Mar 2026 10:20:31 GMT", true],
+    ["Sun, 01 Mar 2026 10:20:29 GMT", false],
+    ["not a date", false],
+  ])("If-Modified-Since %j gives %p", (value, expected) => {
+    expect(isNotModified(headers({ "if-modified-since": value }), validators)).toBe(expected);
+  });
+
+  test("If-None-Match overrides If-Modified-Since", () => {
+    const request = headers({ "if-none-match": '"other"', "if-modified-since": LAST_MODIFIED });
+    expect(isNotModified(request, validators)).toBe(false);
+  });
+
+  test("no condition means modified", () => {
+    expect(isNotModified(headers({}), validators)).toBe(false);
+  });
+});
+
+describe("ifRangeMatches", () => {
+  test.each([
+    ['"v1-abc"', true],
+    [LAST_MODIFIED, true],
+    ['"other"', false],
+    ['W/"v1-abc"', false],
+    ["Sun, 01 Mar 2026 10:20:31 GMT", false],
+    ["Sun, 01 Mar 2026 10:20:29 GMT", false],
+    ["not a date", false],
+  ])("If-Range %j gives %p", (value, expected) => {
+    expect(ifRangeMatches(headers({ "if-range": value }), validators)).toBe(expected);
+  });
+
+  test("absent If-Range matches", () => {
+    expect(ifRangeMatches(headers({}), validators)).toBe(true);
+  });
+});
