@@ -41,8 +41,13 @@ export interface ServeOptions {
 export interface Server {
   /** The port actually bound, which differs from the requested one when that was 0. */
   readonly port: number;
-  /** Stops accepting connections and waits for in-flight requests to finish. */
-  stop(): Promise<void>;
+  /**
+   * Stops accepting connections and waits for in-flight requests to finish. With
+   * `closeActiveConnections`, Bun also closes the connections of requests still in progress, so
+   * a stalled upload cannot delay the stop forever. NOTE: Deno's `shutdown()` has no such option,
+   * so on Deno the stop always waits for every request.
+   */
+  stop(options?: { closeActiveConnections?: boolean }): Promise<void>;
 }
 
 const clientAddresses = new WeakMap<Request, string>();
@@ -84,7 +89,7 @@ export async function serve(
   });
   return {
     port: server.port ?? options.port,
-    stop: () => server.stop(),
+    stop: (stopOptions) => server.stop(stopOptions?.closeActiveConnections ?? false),
   };
 }
 

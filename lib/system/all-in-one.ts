@@ -14,12 +14,14 @@ import { readGatewayConfig } from "../../svc-gateway/src/config.ts";
 import { startGateway } from "../../svc-gateway/src/service.ts";
 import { readNotifyConfig } from "../../svc-notify/src/config.ts";
 import { startNotify } from "../../svc-notify/src/service.ts";
-import { openBroker } from "../src/adapters/broker.ts";
+import { DEFAULT_MAX_DELIVERIES } from "../src/adapters/broker.ts";
+import { MemoryBroker } from "../src/adapters/memory-broker.ts";
 import { ConfigError, type Env, EnvReader } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { onShutdownSignal, processEnv } from "../src/runtime.ts";
 import { generateSigningKey } from "../src/tokens.ts";
 import { findFreePort } from "./ports.ts";
+import { type SystemParts, stopSystem } from "./shutdown.ts";
 
 export interface AllInOneOptions {
   /** Directory for every database, file and email; created when missing. */
@@ -72,14 +74,23 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   const publicUrl = options.extraEnv?.PUBLIC_URL ?? `http://localhost:${gatewayPort}`;
   const loggerOf = (service: string) =>
     createLogger({ service, level: options.logLevel, destination: options.logDestination });
-  const broker = await openBroker("memory:", { logger: loggerOf("broker") });
-  const stops: Array<() => Promise<void>> = [() => broker.close()];
-  const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop();
+  const broker = new MemoryBroker({
+    logger: loggerOf("broker"),
+    maxDeliveries: DEFAULT_MAX_DELIVERIES,
+  });
+  const parts: SystemParts = {
+    broker,
+    logger: loggerOf("all-in-one"),
+    queues: { video: "", mp3: "", jobEvents: "" },
+  };
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= stopSystem(parts);
+    return stopping;
   };
 
   try {
-    const auth = await startAuth(
+    parts.auth = await startAuth(
       readAuthConfig({
         ...common,
         // Auth trusts X-Forwarded-For from the gateway, so only this machine may reach it.
@@ -91,27 +102,36 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
       }),
       { logger: loggerOf("svc-auth") },
     );
-    stops.push(() => auth.stop());
-    const authUrl = `http://127.0.0.1:${auth.port}`;
+    const authUrl = `http://127.0.0.1:${parts.auth.port}`;
 
     const storageUrl = `file:${join(dataDir, "files")}`;
-    const gateway = await startGateway(
-      readGatewayConfig({
-        ...common,
-        HOST: options.host,
-        PORT: String(gatewayPort),
-        DATABASE_URL: `sqlite:${join(dataDir, "gateway.db")}`,
-        STORAGE_URL: storageUrl,
-        BROKER_URL: "memory:",
-        AUTH_URL: authUrl,
-        PUBLIC_URL: publicUrl,
-      }),
-      { broker, logger: loggerOf("gateway") },
-    );
-    stops.push(() => gateway.stop());
-    const gatewayUrl = `http://127.0.0.1:${gateway.port}`;
+    const gatewayConfig = readGatewayConfig({
+      ...common,
+      HOST: options.host,
+      PORT: String(gatewayPort),
+      DATABASE_URL: `sqlite:${join(dataDir, "gateway.db")}`,
+      STORAGE_URL: storageUrl,
+      BROKER_URL: "memory:",
+      AUTH_URL: authUrl,
+      PUBLIC_URL: publicUrl,
+    });
+    const notifyConfig = readNotifyConfig({
+      ...common,
+      BROKER_URL: "memory:",
+      MAIL_URL: `file:${outboxDir}`,
+      PUBLIC_URL: publicUrl,
+      HEALTH_PORT: "0",
+      HEALTH_HOST: options.host,
+    });
+    parts.queues = {
+      video: gatewayConfig.videoQueue,
+      mp3: notifyConfig.mp3Queue,
+      jobEvents: gatewayConfig.jobEventsQueue,
+    };
+    parts.gateway = await startGateway(gatewayConfig, { broker, logger: loggerOf("gateway") });
+    const gatewayUrl = `http://127.0.0.1:${parts.gateway.port}`;
 
-    const converter = await startConverter(
+    parts.converter = await startConverter(
       readConverterConfig({
         ...common,
         BROKER_URL: "memory:",
@@ -122,24 +142,12 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
       }),
       { broker, logger: loggerOf("converter") },
     );
-    stops.push(() => converter.stop());
 
-    const notify = await startNotify(
-      readNotifyConfig({
-        ...common,
-        BROKER_URL: "memory:",
-        MAIL_URL: `file:${outboxDir}`,
-        PUBLIC_URL: publicUrl,
-        HEALTH_PORT: "0",
-        HEALTH_HOST: options.host,
-      }),
-      { broker, logger: loggerOf("notify") },
-    );
-    stops.push(() => notify.stop());
+    parts.notify = await startNotify(notifyConfig, { broker, logger: loggerOf("notify") });
 
-    return { gatewayUrl, publicUrl, authUrl, outboxDir, dataDir, stop: stopAll };
+    return { gatewayUrl, publicUrl, authUrl, outboxDir, dataDir, stop };
   } catch (error) {
-    await stopAll();
+    await stop();
     throw error;
   }
 }

@@ -9,7 +9,7 @@ import { createLogger, errorFields, type Logger } from "@mp3converter/lib/log";
 import type { Broker, Subscription } from "@mp3converter/lib/ports/broker";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import type { BlobStore } from "@mp3converter/lib/ports/storage";
-import { RUNTIME, serve } from "@mp3converter/lib/runtime";
+import { RUNTIME, type Server, serve } from "@mp3converter/lib/runtime";
 import { createTokenVerifier, type TokenVerifier } from "@mp3converter/lib/tokens";
 import { createGatewayApp } from "./app.ts";
 import type { GatewayConfig } from "./config.ts";
@@ -33,11 +33,20 @@ export interface RunningGateway {
   port: number;
   /** Runs the outbox now; tests use it instead of waiting for the timer. */
   runOutbox(): Promise<number>;
+  /**
+   * Stops accepting HTTP requests and waits for the requests in progress, or closes their
+   * connections with `closeActiveConnections`. The event consumers and the outbox keep running
+   * until `stop`, so the all-in-one system can stop its HTTP servers first and let the workers
+   * drain.
+   */
+  stopServing(options?: StopServingOptions): Promise<void>;
   /** Stops serving, consuming and the outbox, then closes the adapters it opened itself. */
   stop(): Promise<void>;
 }
 
 type Closer = () => Promise<void>;
+
+type StopServingOptions = Parameters<Server["stop"]>[0];
 
 /** Uses the override when given; otherwise opens the adapter and remembers to close it. */
 async function adapter<T extends { close(): Promise<void> }>(
@@ -120,9 +129,15 @@ export async function startGateway(
       // limit would reject first, with an empty 413, before the app sees the request.
       maxRequestBodyBytes: Number.MAX_SAFE_INTEGER,
     });
-    closers.push(() => server.stop());
+    let serving: Promise<void> | undefined;
+    const stopServing = (options?: StopServingOptions) => {
+      if (options?.closeActiveConnections) return server.stop(options);
+      serving ??= server.stop();
+      return serving;
+    };
+    closers.push(() => stopServing());
     logger.info({ port: server.port, host: config.host, runtime: RUNTIME }, "gateway started");
-    return runningGateway(server.port, outbox, closers, logger);
+    return runningGateway({ port: server.port, outbox, stopServing }, closers, logger);
   } catch (error) {
     await closeAll(closers, logger);
     throw error;
@@ -134,15 +149,15 @@ async function cancelAll(subscriptions: Subscription[]): Promise<void> {
 }
 
 function runningGateway(
-  port: number,
-  outbox: OutboxLoop,
+  parts: Pick<RunningGateway, "port" | "stopServing"> & { outbox: OutboxLoop },
   closers: Closer[],
   logger: Logger,
 ): RunningGateway {
   let stopping: Promise<void> | undefined;
   return {
-    port,
-    runOutbox: () => outbox.runNow(),
+    port: parts.port,
+    runOutbox: () => parts.outbox.runNow(),
+    stopServing: parts.stopServing,
     stop() {
       stopping ??= closeAll(closers, logger).then(() => logger.info("gateway stopped"));
       return stopping;

@@ -23,6 +23,7 @@ import {
   openBroker,
   QueueMismatchError,
 } from "./broker.ts";
+import { MemoryBroker } from "./memory-broker.ts";
 
 const AMQP_TEST_URL = process.env.AMQP_TEST_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 
@@ -488,6 +489,57 @@ describe("memory broker durability", () => {
   test("reports itself not durable", async () => {
     const broker = await openBroker("memory:", { logger: silentLogger });
     expect(broker.durable).toBe(false);
+    await broker.close();
+  });
+});
+
+describe("memory broker idle wait", () => {
+  test("waits for queued and running messages", async () => {
+    const broker = new MemoryBroker({ logger: silentLogger, maxDeliveries: 5 });
+    const queue = uniqueQueueName("idle");
+    await broker.declareQueues([queue]);
+    const release = gate();
+    const handled: string[] = [];
+    await broker.consume(
+      queue,
+      async (delivery) => {
+        await release.promise;
+        handled.push(delivery.body.toString());
+        return "ack";
+      },
+      { prefetch: 1 },
+    );
+    for (const body of ["a", "b", "c"]) await broker.publish(queue, Buffer.from(body));
+
+    let idle: boolean | undefined;
+    const waiting = broker.waitUntilIdle([queue], WAIT_DEADLINE_MS).then((result) => {
+      idle = result;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(idle).toBeUndefined();
+    release.open();
+    await waiting;
+    expect(idle).toBe(true);
+    expect(handled).toEqual(["a", "b", "c"]);
+    await broker.close();
+  });
+
+  test("returns at once for an empty queue", async () => {
+    const broker = new MemoryBroker({ logger: silentLogger, maxDeliveries: 5 });
+    const queue = uniqueQueueName("idle-empty");
+    await broker.declareQueues([queue]);
+    expect(await broker.waitUntilIdle([queue], 0)).toBe(true);
+    await broker.close();
+  });
+
+  test("times out on a queue without consumers", async () => {
+    const broker = new MemoryBroker({ logger: silentLogger, maxDeliveries: 5 });
+    const queue = uniqueQueueName("idle-stuck");
+    await broker.declareQueues([queue]);
+    await broker.publish(queue, Buffer.from("waiting"));
+    const started = Date.now();
+    expect(await broker.waitUntilIdle([queue], 100)).toBe(false);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
     await broker.close();
   });
 });

@@ -45,8 +45,20 @@ interface MemoryQueue {
   consumers: MemoryConsumer[];
   /** Index in `consumers` where the round-robin search for the next consumer starts. */
   nextConsumer: number;
+  /** Deliveries whose handler has not settled yet, including those of cancelled consumers. */
+  unsettled: number;
   /** Null for a dead-letter queue, which has none of its own and no delivery limit. */
   deadLetterQueue: string | null;
+}
+
+/** A caller of `waitUntilIdle` that waits for all of `queues`. */
+interface IdleWaiter {
+  queues: readonly MemoryQueue[];
+  resolve(): void;
+}
+
+function isIdle(queue: MemoryQueue): boolean {
+  return queue.messages.length === 0 && queue.unsettled === 0;
 }
 
 class MemoryConsumer implements Subscription {
@@ -98,6 +110,7 @@ export class MemoryBroker implements Broker {
   readonly #maxDeliveries: number;
   readonly #queues = new Map<string, MemoryQueue>();
   readonly #consumers = new Set<MemoryConsumer>();
+  readonly #idleWaiters = new Set<IdleWaiter>();
   #sequence = 0;
   #closing: Promise<void> | undefined;
 
@@ -146,6 +159,27 @@ export class MemoryBroker implements Broker {
     return consumer;
   }
 
+  /**
+   * Waits until none of `queues` contains a ready or an unsettled message and returns true, or
+   * returns false once `timeoutMs` has passed. The all-in-one runner calls it before it stops a
+   * consumer, so that the messages already queued for that consumer are handled instead of being
+   * lost at exit. A queue without consumers stays busy until the timeout.
+   */
+  async waitUntilIdle(queues: readonly string[], timeoutMs: number): Promise<boolean> {
+    const targets = queues.map((name) => this.#queueOrThrow(name, "waitUntilIdle"));
+    if (targets.every(isIdle)) return true;
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    const waiter: IdleWaiter = { queues: targets, resolve: () => resolve(true) };
+    this.#idleWaiters.add(waiter);
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    try {
+      return await promise;
+    } finally {
+      clearTimeout(timer);
+      this.#idleWaiters.delete(waiter);
+    }
+  }
+
   health(): BrokerHealth {
     if (this.#closing) return { connected: false, detail: "in-process broker is closed" };
     return { connected: true, detail: "in-process broker" };
@@ -171,6 +205,7 @@ export class MemoryBroker implements Broker {
         messages: [],
         consumers: [],
         nextConsumer: 0,
+        unsettled: 0,
         deadLetterQueue,
       });
       return;
@@ -247,6 +282,7 @@ export class MemoryBroker implements Broker {
       redelivered: message.redelivered,
       deliveryCount: message.deliveryCount,
     });
+    queue.unsettled += 1;
     const task = this.#handle(consumer, message, delivery);
     consumer.inFlight.add(task);
     void task.then(() => {
@@ -265,6 +301,14 @@ export class MemoryBroker implements Broker {
       await sleep(handlerErrorBackoffMs(message.deliveryCount), consumer.abort.signal);
     }
     this.#settle(consumer.queue, message, result.outcome);
+    consumer.queue.unsettled -= 1;
+    this.#wakeIdleWaiters();
+  }
+
+  #wakeIdleWaiters(): void {
+    for (const waiter of this.#idleWaiters) {
+      if (waiter.queues.every(isIdle)) waiter.resolve();
+    }
   }
 
   #settle(queue: MemoryQueue, message: StoredMessage, outcome: DeliveryOutcome): void {
