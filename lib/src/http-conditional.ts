@@ -14,7 +14,7 @@ export interface Validators {
 /** One entity tag in a header: `"opaque"` or the weak form `W/"opaque"`. */
 const ENTITY_TAG = /(W\/)?("[^"]*")/g;
 
-/** Formats a date as an IMF-fixdate, the HTTP date format, such as `Sun, 06 Nov 1994 08:49:37 GMT`. */
+/** Formats a date as an HTTP date (IMF-fixdate), such as `Sun, 06 Nov 1994 08:49:37 GMT`. */
 export function httpDate(date: Date): string {
   return date.toUTCString();
 }

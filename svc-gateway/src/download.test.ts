@@ -77,7 +77,7 @@ beforeAll(async () => {
     createdAt: Date.now(),
     publishLeaseUntil: 0,
   });
-  const info = await store.put("mp3s", [mp3], {
+  const info = await store.put("mp3s", chunksOf(mp3), {
     id: fid,
     filename: "talk.mp3",
     contentType: "audio/mpeg",
@@ -86,6 +86,10 @@ beforeAll(async () => {
   etag = blobValidators(info).etag;
   lastModified = httpDate(info.createdAt);
 });
+
+async function* chunksOf(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
 
 afterAll(async () => {
   await gateway?.stop();
