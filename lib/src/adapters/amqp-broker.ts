@@ -74,6 +74,22 @@ export class BrokerUnavailableError extends Error {
   }
 }
 
+/**
+ * Raised by `connect` when the first connection to RabbitMQ fails. The message names the broker's
+ * host and port but never the URL, which may carry a password. `code` is the cause's, such as
+ * `ECONNREFUSED`.
+ */
+export class BrokerConnectError extends Error {
+  readonly code: string | undefined;
+
+  constructor(endpoint: string, cause: unknown) {
+    super(`connecting to the broker at ${endpoint} failed: ${describe(cause)}`, { cause });
+    this.name = "BrokerConnectError";
+    const code = (cause as { code?: unknown } | null)?.code;
+    this.code = typeof code === "string" ? code : undefined;
+  }
+}
+
 type ConnectionState = "connected" | "disconnected" | "reconnecting" | "closed";
 
 interface PendingPublish {
@@ -161,10 +177,14 @@ export class AmqpBroker implements Broker {
     this.#maxDeliveries = options.maxDeliveries;
   }
 
-  /** Connects to RabbitMQ at `url`; rejects when the first connection attempt fails. */
+  /** Connects to RabbitMQ at `url`, or rejects with `BrokerConnectError` if the first try fails. */
   static async connect(url: string, options: AmqpBrokerOptions): Promise<AmqpBroker> {
     const broker = new AmqpBroker(url, options);
-    await broker.#establish();
+    try {
+      await broker.#establish();
+    } catch (error) {
+      throw new BrokerConnectError(broker.#endpoint, error);
+    }
     broker.#logger.info("broker connected");
     return broker;
   }

@@ -22,6 +22,7 @@ import type { Broker, Delivery } from "../ports/broker.ts";
 import { deadLetterQueueName } from "../ports/broker.ts";
 import {
   AmqpBroker,
+  BrokerConnectError,
   BrokerUnavailableError,
   RECONNECT_MAX_DELAY_MS,
   reconnectDelayMs,
@@ -478,9 +479,21 @@ describe("amqp broker", () => {
     const port = (server.address() as net.AddressInfo).port;
     await new Promise<void>((resolve) => server.close(() => resolve()));
     const capture = capturingLogger();
-    await expect(
-      openBroker(`amqp://guest:guest@127.0.0.1:${port}`, { logger: capture.logger }),
-    ).rejects.toThrow("ECONNREFUSED");
+    const opening = openBroker(`amqp://guest:s3cret-pw@127.0.0.1:${port}`, {
+      logger: capture.logger,
+    });
+    const error = await opening.then(
+      () => undefined,
+      (reason: unknown) => reason,
+    );
+
+    expect(error).toBeInstanceOf(BrokerConnectError);
+    expect((error as BrokerConnectError).message).toStartWith(
+      `connecting to the broker at 127.0.0.1:${port} failed: `,
+    );
+    expect((error as BrokerConnectError).message).toContain("ECONNREFUSED");
+    expect((error as BrokerConnectError).message).not.toContain("s3cret-pw");
+    expect((error as BrokerConnectError).code).toBe("ECONNREFUSED");
   });
 });
 
