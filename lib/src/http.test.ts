@@ -152,9 +152,26 @@ describe("wrong method on a known path", () => {
 
   test("access log of a 405 has status 405", async () => {
     const { app, lines } = appWithLog();
-    const response = await app.handle(new Request(`${BASE}/created`, { method: "PUT" }));
+    const response = await app.handle(
+      new Request(`${BASE}/created`, { method: "PUT", headers: { "x-request-id": "req-405-log" } }),
+    );
 
     expect(response.status).toBe(405);
-    expect((await accessLine(lines, "/created"))["http.status"]).toBe(405);
+    expect(response.headers.get("x-request-id")).toBe("req-405-log");
+    const line = await accessLine(lines, "/created");
+    expect(line["http.status"]).toBe(405);
+    expect(line.request_id).toBe("req-405-log");
+  });
+
+  test("access log of a 404 has the request id", async () => {
+    const { app, lines } = appWithLog();
+    const response = await app.handle(
+      new Request(`${BASE}/nowhere`, { headers: { "x-request-id": "req-404-log" } }),
+    );
+
+    expect(response.status).toBe(404);
+    const line = await accessLine(lines, "/nowhere");
+    expect(line["http.status"]).toBe(404);
+    expect(line.request_id).toBe("req-404-log");
   });
 });

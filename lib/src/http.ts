@@ -29,8 +29,9 @@ export function createHttpApp(name: string, logger: Logger) {
       if (error instanceof AppError) return toErrorResponse(error, requestId);
       if (code === "NOT_FOUND") {
         const response = routeMissResponse(app.routes, request, requestId);
-        // Elysia passes neither this Response nor its status to onAfterResponse, so without this
-        // line the access log would show 200.
+        // No route means no derive, and Elysia passes neither this Response nor its status to
+        // onAfterResponse. Without these lines the access log would lack the id and show 200.
+        set.headers[REQUEST_ID_HEADER] = requestId;
         set.status = response.status;
         return response;
       }
