@@ -2,7 +2,6 @@
  * Wires the converter service: the broker consumer of the `video` queue, the blob store and the
  * health server. Tests and the all-in-one mode pass their own broker, store or logger.
  */
-import { mkdir } from "node:fs/promises";
 import { openBroker } from "@mp3converter/lib/adapters/broker";
 import { openBlobStore } from "@mp3converter/lib/adapters/storage";
 import { createLogger, errorFields, type Logger } from "@mp3converter/lib/log";
@@ -12,6 +11,7 @@ import { type Server, serve } from "@mp3converter/lib/runtime";
 import { createConverterApp } from "./app.ts";
 import type { ConverterConfig } from "./config.ts";
 import { findExecutable, findPrlimit } from "./ffmpeg.ts";
+import { openWorkDir } from "./work-dir.ts";
 import { createConvertHandler } from "./worker.ts";
 
 export interface ConverterOverrides {
@@ -60,9 +60,13 @@ export async function startConverter(
 ): Promise<ConverterService> {
   const logger = overrides.logger ?? createLogger({ service: "converter", level: config.logLevel });
   checkBinaries(config, logger);
-  await mkdir(config.workDir, { recursive: true });
+  const workDir = await openWorkDir({
+    root: config.workDir,
+    timeoutSeconds: config.timeoutSeconds,
+    logger,
+  });
 
-  const cleanups: Array<() => Promise<void>> = [];
+  const cleanups: Array<() => Promise<void>> = [() => workDir.close()];
   const closeAll = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
@@ -78,7 +82,7 @@ export async function startConverter(
       broker,
       store,
       logger,
-      convert: config,
+      convert: { ...config, workDir: workDir.path },
       mp3Queue: config.mp3Queue,
       jobEventsQueue: config.jobEventsQueue,
       signal: shutdown.signal,

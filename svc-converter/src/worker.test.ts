@@ -27,6 +27,7 @@ import type { BlobStore } from "@mp3converter/lib/ports/storage";
 import { readConverterConfig } from "./config.ts";
 import { type ConverterService, startConverter } from "./service.ts";
 import { CLIP_SECONDS, ffprobeJson, generateTestMedia, type TestMedia } from "./test-media.ts";
+import { OWNER_FILE } from "./work-dir.ts";
 import { mp3FileName } from "./worker.ts";
 
 /** Maximum wait for a condition, so a broken worker fails the test instead of hanging it. */
@@ -270,7 +271,9 @@ describe("converter worker", () => {
   });
 
   test("leaves no temporary files", async () => {
-    expect(await readdir(workDir)).toEqual([]);
+    const instances = await readdir(workDir);
+    expect(instances).toHaveLength(1);
+    expect(await readdir(join(workDir, instances[0] ?? ""))).toEqual([OWNER_FILE]);
   });
 
   test("readyz reports ready", async () => {
