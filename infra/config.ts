@@ -65,6 +65,11 @@ export interface StackConfig {
     maxReplicas: number;
     targetCpuUtilizationPercent: number;
     prefetch: number;
+    /**
+     * CONVERTER_DRAIN_SECONDS. The pod's grace period is this value plus
+     * `CONVERTER_STOP_MARGIN_SECONDS`.
+     */
+    drainSeconds: number;
     convertTimeoutSeconds: number;
     convertCpuSeconds: number;
     convertMaxInputSeconds: number;
@@ -257,6 +262,25 @@ export function readStackConfig(config = new pulumi.Config()): StackConfig {
 type AppName = "auth" | "gateway" | "converter" | "notify";
 
 /**
+ * Default of `converterDrainSeconds`, the time a stopping converter lets running conversions
+ * finish before it kills ffmpeg and requeues their jobs. It is sized for a typical conversion,
+ * not for the longest one (three tool runs of up to `convertTimeoutSeconds`). A grace period
+ * that long would hold every rolling update and node drain. The cluster autoscaler cuts it to
+ * 600 s anyway (its --max-graceful-termination-sec default). A requeued job starts over on
+ * another pod, which the converter's idempotency makes safe.
+ */
+const DEFAULT_CONVERTER_DRAIN_SECONDS = 60;
+
+/**
+ * Time the converter needs after its drain. ffmpeg gets 2 s after SIGTERM before SIGKILL, and
+ * closing the RabbitMQ connection may take 5 s. The rest covers the requeue and closing storage.
+ * NOTE: the abort does not cut short a video download or an MP3 upload in progress, so a stop
+ * during a long transfer can outlast the margin. Kubernetes then kills the pod, and RabbitMQ
+ * redelivers the unacknowledged message when the connection drops, which ends the same way.
+ */
+export const CONVERTER_STOP_MARGIN_SECONDS = 15;
+
+/**
  * Defaults sized so that the whole system, with the backing services and minikube's own pods,
  * fits a `minikube start --cpus 4 --memory 8g` node by requests. Limits allow bursts above that.
  */
@@ -287,8 +311,8 @@ const APP_DEFAULTS: Record<AppName, AppSizing> = {
     memoryRequest: "256Mi",
     memoryLimit: "1Gi",
     tmpSizeLimit: "2Gi",
-    // The default conversion timeout plus a minute to publish, ack and close.
-    terminationGracePeriodSeconds: 1860,
+    // Not a config key: readConverter derives it from converterDrainSeconds.
+    terminationGracePeriodSeconds: DEFAULT_CONVERTER_DRAIN_SECONDS + CONVERTER_STOP_MARGIN_SECONDS,
   },
   notify: {
     replicas: 4,
@@ -301,7 +325,16 @@ const APP_DEFAULTS: Record<AppName, AppSizing> = {
   },
 };
 
-function readAppSizing(read: ConfigReader, app: AppName, defaults: AppSizing): AppSizing {
+/**
+ * Reads the sizing keys of `app`. With `gracePeriodSeconds`, the app has no
+ * `TerminationGracePeriodSeconds` key and gets that value.
+ */
+function readAppSizing(
+  read: ConfigReader,
+  app: AppName,
+  defaults: AppSizing,
+  gracePeriodSeconds?: number,
+): AppSizing {
   return {
     replicas: read.int(`${app}Replicas`, defaults.replicas, 0, 100),
     cpuRequest: read.quantity(`${app}CpuRequest`, defaults.cpuRequest),
@@ -309,24 +342,26 @@ function readAppSizing(read: ConfigReader, app: AppName, defaults: AppSizing): A
     memoryRequest: read.quantity(`${app}MemoryRequest`, defaults.memoryRequest),
     memoryLimit: read.quantity(`${app}MemoryLimit`, defaults.memoryLimit),
     tmpSizeLimit: read.quantity(`${app}TmpSizeLimit`, defaults.tmpSizeLimit),
-    terminationGracePeriodSeconds: read.int(
-      `${app}TerminationGracePeriodSeconds`,
-      defaults.terminationGracePeriodSeconds,
-      1,
-    ),
+    terminationGracePeriodSeconds:
+      gracePeriodSeconds ??
+      read.int(`${app}TerminationGracePeriodSeconds`, defaults.terminationGracePeriodSeconds, 1),
   };
 }
 
 function readConverter(read: ConfigReader): StackConfig["converter"] {
-  const sizing = readAppSizing(read, "converter", APP_DEFAULTS.converter);
-  const convertTimeoutSeconds = read.int("convertTimeoutSeconds", 1800, 1);
-  const grace = sizing.terminationGracePeriodSeconds;
-  if (grace <= convertTimeoutSeconds) {
+  const drainSeconds = read.int("converterDrainSeconds", DEFAULT_CONVERTER_DRAIN_SECONDS, 0, 3600);
+  // The grace period follows the drain, so Kubernetes waits for the requeue after the drain and
+  // not much longer.
+  const grace = drainSeconds + CONVERTER_STOP_MARGIN_SECONDS;
+  const sizing = readAppSizing(read, "converter", APP_DEFAULTS.converter, grace);
+  if (read.optionalString("converterTerminationGracePeriodSeconds") !== undefined) {
     read.problems.push(
-      `converterTerminationGracePeriodSeconds=${grace} is invalid; it must be longer than ` +
-        `convertTimeoutSeconds=${convertTimeoutSeconds}, so that a running conversion can finish`,
+      "converterTerminationGracePeriodSeconds is not a setting; the converter's grace period " +
+        `is converterDrainSeconds plus ${CONVERTER_STOP_MARGIN_SECONDS} s, so remove the key ` +
+        "and set converterDrainSeconds instead",
     );
   }
+  const convertTimeoutSeconds = read.int("convertTimeoutSeconds", 1800, 1);
   const minReplicas = read.int("converterMinReplicas", 4, 1, 100);
   const maxReplicas = read.int("converterMaxReplicas", 8, 1, 100);
   if (maxReplicas < minReplicas) {
@@ -340,6 +375,7 @@ function readConverter(read: ConfigReader): StackConfig["converter"] {
     maxReplicas,
     targetCpuUtilizationPercent: read.int("converterTargetCpuUtilizationPercent", 70, 1, 100),
     prefetch: read.int("converterPrefetch", 1, 1, 100),
+    drainSeconds,
     convertTimeoutSeconds,
     convertCpuSeconds: read.int("convertCpuSeconds", 1800, 1),
     convertMaxInputSeconds: read.int("convertMaxInputSeconds", 14_400, 1),

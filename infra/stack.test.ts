@@ -3,6 +3,7 @@ import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Ingress } from "kubernetes-models/networking.k8s.io/v1";
 import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
+import { CONVERTER_STOP_MARGIN_SECONDS } from "./config.ts";
 import { parseNginxSize } from "./ingress.ts";
 import {
   type K8sObject,
@@ -196,12 +197,12 @@ describe("default minikube stack", () => {
     }
   });
 
-  test("converter grace period outlasts a conversion", () => {
+  test("converter grace period outlasts its drain", () => {
     const spec = podSpec(requireObject(objectsOfKind(run.resources, "Deployment"), "converter"));
     const env = resolveEnv(run, appContainer(run, "converter"));
-    const timeout = Number(env.CONVERT_TIMEOUT_SECONDS);
-    expect(timeout).toBe(1800);
-    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(timeout);
+    expect(env.CONVERTER_DRAIN_SECONDS).toBe("60");
+    expect(spec.terminationGracePeriodSeconds).toBe(60 + CONVERTER_STOP_MARGIN_SECONDS);
+    expect(env.CONVERT_TIMEOUT_SECONDS).toBe("1800");
     expect(env.WORK_DIR).toBe("/tmp");
   });
 
@@ -482,6 +483,32 @@ describe("stack with outside servers and a registry", () => {
     expect(run.gatewayUrl).toBe("https://mp3converter.com");
     expect(resolveEnv(run, appContainer(run, "notify")).PUBLIC_URL).toBe(
       "https://mp3converter.com",
+    );
+  });
+});
+
+describe("converter drain settings", () => {
+  test("grace period follows the drain", async () => {
+    const run = await runProgram({ ...SECRETS, converterDrainSeconds: "300" }, SECRET_KEYS);
+    const deployment = requireObject(objectsOfKind(run.resources, "Deployment"), "converter");
+    const env = resolveEnv(run, appContainer(run, "converter"));
+    expect(env.CONVERTER_DRAIN_SECONDS).toBe("300");
+    expect(podSpec(deployment).terminationGracePeriodSeconds).toBe(
+      300 + CONVERTER_STOP_MARGIN_SECONDS,
+    );
+  });
+
+  test("rejects a converter grace period key", async () => {
+    const config = { ...SECRETS, converterTerminationGracePeriodSeconds: "1860" };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
+      "converterTerminationGracePeriodSeconds is not a setting",
+    );
+  });
+
+  test("rejects a drain over an hour", async () => {
+    const config = { ...SECRETS, converterDrainSeconds: "3601" };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
+      "converterDrainSeconds=3601 is invalid",
     );
   });
 });

@@ -120,6 +120,7 @@ function deployConverter(c: StackConfig, ns: Text, image: Text, urls: Connection
         HEALTH_PORT: String(PORTS.converterHealth),
         LOG_LEVEL: c.logLevel,
         CONVERTER_PREFETCH: String(converter.prefetch),
+        CONVERTER_DRAIN_SECONDS: String(converter.drainSeconds),
         CONVERT_TIMEOUT_SECONDS: String(converter.convertTimeoutSeconds),
         CONVERT_CPU_SECONDS: String(converter.convertCpuSeconds),
         CONVERT_MAX_INPUT_SECONDS: String(converter.convertMaxInputSeconds),

@@ -19,12 +19,18 @@ test("readConverterConfig applies the defaults", () => {
   expect(config.cpuSeconds).toBe(1800);
   expect(config.mp3Quality).toBe(2);
   expect(config.workDir).toBe(tmpdir());
+  expect(config.drainSeconds).toBe(60);
 });
 
 test("readConverterConfig names every bad variable", () => {
   let error: unknown;
   try {
-    readConverterConfig({ STORAGE_URL: "s3://bucket", MP3_QUALITY: "10", CONVERTER_PREFETCH: "0" });
+    readConverterConfig({
+      STORAGE_URL: "s3://bucket",
+      MP3_QUALITY: "10",
+      CONVERTER_PREFETCH: "0",
+      CONVERTER_DRAIN_SECONDS: "-1",
+    });
   } catch (thrown) {
     error = thrown;
   }
@@ -34,4 +40,5 @@ test("readConverterConfig names every bad variable", () => {
   expect(text).toContain("STORAGE_URL has scheme s3:");
   expect(text).toContain("MP3_QUALITY=10 is invalid");
   expect(text).toContain("CONVERTER_PREFETCH=0 is invalid");
+  expect(text).toContain("CONVERTER_DRAIN_SECONDS=-1 is invalid");
 });

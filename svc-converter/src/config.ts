@@ -28,6 +28,11 @@ export interface ConverterConfig {
   mp3Quality: number;
   /** Directory for the downloaded video and the MP3 of each job. */
   workDir: string;
+  /**
+   * Time the running conversions get to finish after a stop signal. Those still running then
+   * are killed, and their messages go back to the queue for another converter.
+   */
+  drainSeconds: number;
 }
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -37,6 +42,20 @@ const MAX_PREFETCH = 64;
 
 /** Upper bound of the time settings: one day. */
 const MAX_SECONDS = 86_400;
+
+/**
+ * Default of CONVERTER_DRAIN_SECONDS. A stop waits for a typical conversion, not for the longest
+ * one. Three tool runs of up to CONVERT_TIMEOUT_SECONDS each (90 minutes with the defaults)
+ * would hold rolling updates, node drains and scale-downs for as long. The cluster autoscaler
+ * waits at most 600 s for a pod when it removes a node (its --max-graceful-termination-sec
+ * default), so a long conversion must survive being stopped anyway. It does, because the handler
+ * is idempotent per job id. A killed conversion loses only its progress, and its redelivered
+ * message starts it over on another converter.
+ */
+const DEFAULT_DRAIN_SECONDS = 60;
+
+/** Upper bound of CONVERTER_DRAIN_SECONDS, so a typo cannot stall every rollout for a day. */
+const MAX_DRAIN_SECONDS = 3600;
 
 /** Reads the converter settings and throws `ConfigError` naming every bad variable. */
 export function readConverterConfig(env: Env): Readonly<ConverterConfig> {
@@ -65,5 +84,10 @@ function describeConverterConfig(env: EnvReader): ConverterConfig {
     cpuSeconds: env.int("CONVERT_CPU_SECONDS", { default: 1800, min: 1, max: MAX_SECONDS }),
     mp3Quality: env.int("MP3_QUALITY", { default: 2, min: 0, max: 9 }),
     workDir: env.string("WORK_DIR", { default: tmpdir() }),
+    drainSeconds: env.int("CONVERTER_DRAIN_SECONDS", {
+      default: DEFAULT_DRAIN_SECONDS,
+      min: 0,
+      max: MAX_DRAIN_SECONDS,
+    }),
   };
 }

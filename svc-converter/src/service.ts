@@ -27,16 +27,10 @@ export interface ConverterService {
   port: number;
   /**
    * Stops consuming and waits for the running conversions. Those still running after
-   * `STOP_GRACE_MS` are killed and their messages go back to the queue.
+   * CONVERTER_DRAIN_SECONDS are killed and their messages go back to the queue.
    */
   stop(): Promise<void>;
 }
-
-/**
- * Time a running conversion gets to finish on stop. It stays below Kubernetes' default
- * termination grace period of 30 s, so the pod exits before it is killed.
- */
-export const STOP_GRACE_MS = 20_000;
 
 /** Throws when ffmpeg or ffprobe is missing, naming the setting to fix. */
 function checkBinaries(config: Readonly<ConverterConfig>, logger: Logger): void {
@@ -103,7 +97,8 @@ export async function startConverter(
     return {
       port: server.port,
       stop: () => {
-        stopping ??= stopConverter({ subscription, server, shutdown, closeAll, logger });
+        const drainMs = config.drainSeconds * 1000;
+        stopping ??= stopConverter({ subscription, server, shutdown, closeAll, logger, drainMs });
         return stopping;
       },
     };
@@ -119,17 +114,19 @@ interface RunningParts {
   shutdown: AbortController;
   closeAll: () => Promise<void>;
   logger: Logger;
+  /** Time the running conversions get before ffmpeg is stopped. */
+  drainMs: number;
 }
 
 async function stopConverter(parts: RunningParts): Promise<void> {
   parts.logger.info("converter stopping");
   const killTimer = setTimeout(() => {
     parts.logger.warn(
-      { grace_ms: STOP_GRACE_MS },
-      "conversions still running after the grace period; stopping ffmpeg",
+      { drain_ms: parts.drainMs },
+      "conversions still running after the drain time; stopping ffmpeg and requeueing",
     );
     parts.shutdown.abort();
-  }, STOP_GRACE_MS);
+  }, parts.drainMs);
   try {
     await parts.subscription.cancel();
   } catch (error) {

@@ -367,3 +367,59 @@ test("storage error requeues the message", async () => {
     await fileStore.close();
   }
 });
+
+test("stop after the drain requeues the job", async () => {
+  const captured = capturingLogger();
+  const ownBroker = await openBroker("memory:", { logger: captured.logger });
+  const config = readConverterConfig({
+    BROKER_URL: "memory:",
+    STORAGE_URL: `file:${join(dir, "files")}`,
+    HEALTH_PORT: "0",
+    WORK_DIR: workDir,
+    CONVERTER_DRAIN_SECONDS: "0",
+  });
+  const drainingService = await startConverter(config, {
+    broker: ownBroker,
+    store,
+    logger: captured.logger,
+  });
+  try {
+    const states: string[] = [];
+    await ownBroker.consume(
+      config.jobEventsQueue,
+      async (delivery) => {
+        states.push(decodeMessage(JobEventSchema, delivery.body).state);
+        return "ack";
+      },
+      { prefetch: 10 },
+    );
+    await uploadVideo("video-drained", media.mp4MoovAtEnd, "drained.mp4");
+    const message = videoMessage("job-drained", "video-drained", "drained.mp4");
+    await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
+    await waitFor("converting event", () => states.includes("converting"));
+
+    await drainingService.stop();
+
+    expect(states).toEqual(["converting"]);
+    expect(await store.stat("mp3s", "job-drained")).toBeNull();
+    const stopped = captured.lines.filter((line) =>
+      String(line.msg).startsWith("conversions still running after the drain time"),
+    );
+    expect(stopped).toHaveLength(1);
+    const redelivered: Delivery[] = [];
+    await ownBroker.consume(
+      "video",
+      async (delivery) => {
+        redelivered.push(delivery);
+        return "ack";
+      },
+      { prefetch: 1 },
+    );
+    await waitFor("redelivery", () => redelivered.length === 1);
+    expect(redelivered[0]?.messageId).toBe("job-drained");
+    expect(redelivered[0]?.redelivered).toBe(true);
+  } finally {
+    await drainingService.stop();
+    await ownBroker.close();
+  }
+});
