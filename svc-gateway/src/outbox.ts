@@ -91,7 +91,8 @@ export async function requeueUnfinishedJobs(
   if (deps.broker.durable) return 0;
   // NOTE: a job whose email was sent but whose `notified` event had not been applied when the
   // process died is still `converted`, so its user gets the email a second time, with the same
-  // Message-ID. A graceful stop of the all-in-one system applies every event before it exits.
+  // Message-ID. A graceful stop of the all-in-one system avoids this, because it waits up to
+  // 10 s for the pending events before it exits (lib/system/shutdown.ts).
   const marked = await deps.jobs.markUnfinishedUnpublished();
   if (marked > 0) {
     deps.logger.info(
