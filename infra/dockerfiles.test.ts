@@ -169,7 +169,9 @@ for (const [service, port] of Object.entries(SERVICES)) {
 
     test("stops with SIGTERM, which main.ts drains on", () => {
       expect(lastArgs(final, "STOPSIGNAL")).toBe("SIGTERM");
-      expect(readRepoFile(`${service}/src/main.ts`)).toContain("onShutdownSignal(");
+      // Every main.ts hands its service to runServiceMain, which stops it on SIGTERM.
+      expect(readRepoFile(`${service}/src/main.ts`)).toContain("runServiceMain(");
+      expect(readRepoFile("lib/src/service-main.ts")).toContain("onShutdownSignal(");
     });
 
     test(`exposes port ${port}`, () => {
