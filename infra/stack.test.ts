@@ -3,6 +3,7 @@ import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Ingress } from "kubernetes-models/networking.k8s.io/v1";
 import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
+import { ENDPOINT_REMOVAL_DELAY_SECONDS } from "./components/app-service.ts";
 import { CONVERTER_STOP_MARGIN_SECONDS } from "./config.ts";
 import { parseNginxSize } from "./ingress.ts";
 import {
@@ -194,6 +195,20 @@ describe("default minikube stack", () => {
       expect(container?.volumeMounts, app).toContainEqual({ name: "tmp", mountPath: "/tmp" });
       const tmp = spec.volumes?.find((v) => v.name === "tmp");
       expect(tmp?.emptyDir?.sizeLimit, app).toBeString();
+    }
+  });
+
+  test("served apps outlast endpoint removal", () => {
+    for (const app of ["auth", "gateway"] as const) {
+      const spec = podSpec(requireObject(objectsOfKind(run.resources, "Deployment"), app));
+      const container = spec.containers[0] as {
+        lifecycle?: { preStop?: { exec?: { command?: string[] } } };
+      };
+      const command = container.lifecycle?.preStop?.exec?.command;
+      expect(command, app).toEqual(["sleep", String(ENDPOINT_REMOVAL_DELAY_SECONDS)]);
+      expect(spec.terminationGracePeriodSeconds, app).toBeGreaterThan(
+        ENDPOINT_REMOVAL_DELAY_SECONDS,
+      );
     }
   });
 

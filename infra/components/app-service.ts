@@ -10,6 +10,13 @@ import { restrictedContainerSecurity, restrictedPodSecurity } from "./security.t
 /** UID and GID the service images run as; the Dockerfiles create this user. */
 export const APP_USER_ID = 10001;
 
+/**
+ * Seconds a pod behind a Service keeps serving after Kubernetes decides to stop it, before the
+ * app gets SIGTERM. Endpoint removal reaches kube-proxy and the ingress controller a moment after
+ * the pod starts terminating, and requests sent meanwhile would find the port closed.
+ */
+export const ENDPOINT_REMOVAL_DELAY_SECONDS = 5;
+
 export interface AppServiceArgs {
   namespace: pulumi.Input<string>;
   /** Container image reference, by content tag or digest. */
@@ -163,6 +170,13 @@ export class AppService extends pulumi.ComponentResource {
             readOnlyRootFilesystem: true,
           },
           volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+          // The delay counts against the grace period, which the sizing defaults leave room for.
+          lifecycle:
+            args.servicePort === undefined
+              ? undefined
+              : {
+                  preStop: { exec: { command: ["sleep", String(ENDPOINT_REMOVAL_DELAY_SECONDS)] } },
+                },
         },
       ],
       volumes: [{ name: "tmp", emptyDir: { sizeLimit: sizing.tmpSizeLimit } }],
