@@ -21,6 +21,8 @@ export interface GatewayConfig {
   uploadMaxBytes: number;
   videoQueue: string;
   jobEventsQueue: string;
+  /** Queue of notify, which gets the failure of a job whose video message was dead-lettered. */
+  mp3Queue: string;
   /** Time between two runs of the loop that republishes unpublished jobs. */
   outboxIntervalSeconds: number;
   /** Whether to take the client address from the last `X-Forwarded-For` entry. */
@@ -46,6 +48,7 @@ export function readGatewayConfig(env: Env): Readonly<GatewayConfig> {
       uploadMaxBytes: read.int("UPLOAD_MAX_BYTES", { default: 524_288_000, min: 1 }),
       videoQueue: read.string("VIDEO_QUEUE", { default: DEFAULT_QUEUES.video }),
       jobEventsQueue: read.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
+      mp3Queue: read.string("MP3_QUEUE", { default: DEFAULT_QUEUES.mp3 }),
       outboxIntervalSeconds: read.int("OUTBOX_INTERVAL_SECONDS", { default: 5, min: 1, max: 3600 }),
       trustProxy: read.bool("TRUST_PROXY", { default: false }),
     }),

@@ -7,9 +7,13 @@ import type { Logger } from "@mp3converter/lib/log";
 import { errorFields } from "@mp3converter/lib/log";
 import {
   decodeMessage,
+  encodeMessage,
   InvalidMessageError,
   type JobEvent,
   JobEventSchema,
+  type Mp3Message,
+  type VideoMessage,
+  VideoMessageSchema,
 } from "@mp3converter/lib/messages";
 import {
   type Broker,
@@ -45,6 +49,7 @@ export interface EventConsumerDeps {
   jobs: JobStore;
   logger: Logger;
   videoQueue: string;
+  mp3Queue: string;
   jobEventsQueue: string;
 }
 
@@ -86,10 +91,13 @@ export async function handleJobEvent(
   return "ack";
 }
 
-/** Marks the job of a dead-lettered VideoMessage failed. */
+/**
+ * Marks the job of a dead-lettered VideoMessage failed and, when the message is whole, asks
+ * notify to email the user the failure, as the converter does for a file it cannot convert.
+ */
 export async function handleDeadLetteredVideo(
   delivery: Delivery,
-  deps: Pick<EventConsumerDeps, "jobs" | "logger">,
+  deps: Pick<EventConsumerDeps, "jobs" | "logger" | "broker" | "mp3Queue">,
 ): Promise<DeliveryOutcome> {
   let jobId: string;
   try {
@@ -109,11 +117,39 @@ export async function handleDeadLetteredVideo(
     at: Date.now(),
   });
   const fields = { job_id: jobId, reason: delivery.headers[DEATH_REASON_HEADER] };
-  if (applied)
-    deps.logger.warn(fields, "job marked failed because its video message was dead-lettered");
-  else
+  if (!applied) {
     deps.logger.info(fields, "dead-lettered video message ignored; its job is finished or unknown");
+    return "ack";
+  }
+  deps.logger.warn(fields, "job marked failed because its video message was dead-lettered");
+  await publishFailureEmail(delivery, deps, fields);
   return "ack";
+}
+
+/** Publishes the failure of a dead-lettered job to notify's queue, if the message is whole. */
+async function publishFailureEmail(
+  delivery: Delivery,
+  deps: Pick<EventConsumerDeps, "logger" | "broker" | "mp3Queue">,
+  fields: Record<string, unknown>,
+): Promise<void> {
+  let video: VideoMessage;
+  try {
+    video = decodeMessage(VideoMessageSchema, delivery.body);
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    deps.logger.warn(fields, "dead-lettered video message is incomplete; no failure email sent");
+    return;
+  }
+  const message: Mp3Message = { ...video, mp3_fid: null, failure: DEAD_LETTER_FAILURE };
+  try {
+    await deps.broker.publish(deps.mp3Queue, encodeMessage(message), {
+      messageId: video.job_id,
+    });
+  } catch (error) {
+    // The job already reads failed with its reason, and a redelivery would find it final and
+    // send nothing, so the message is acknowledged.
+    deps.logger.error({ ...fields, err: errorFields(error) }, "failure email was not queued");
+  }
 }
 
 /** Starts both consumers; the returned subscriptions are cancelled on shutdown. */

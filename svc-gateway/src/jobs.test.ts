@@ -1,5 +1,10 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { encodeMessage, type JobEvent } from "@mp3converter/lib/messages";
+import {
+  decodeMessage,
+  encodeMessage,
+  type JobEvent,
+  Mp3MessageSchema,
+} from "@mp3converter/lib/messages";
 import {
   type Delivery,
   deadLetterQueueName,
@@ -295,6 +300,7 @@ describe("job events", () => {
       jobs: h.jobs,
       logger: h.logger,
       videoQueue: h.videoQueue,
+      mp3Queue: h.mp3Queue,
       jobEventsQueue: h.jobEventsQueue,
     });
   });
@@ -381,11 +387,36 @@ describe("job events", () => {
       filename: "talk.mp4",
       request_id: "req-test",
     };
+    const toNotify = await collectQueue(h.broker, h.mp3Queue);
     await h.broker.publish(deadLetterQueueName(h.videoQueue), encodeMessage(message));
     expect(await waitFor(async () => (await stateOf(id)) === "failed")).toBe(true);
     const view = (await (await get(`/jobs/${id}`, alice)).json()) as JobView;
     expect(view.failure).toEqual(DEAD_LETTER_FAILURE);
     expect(view.failure?.message).toContain("Upload the file again");
+
+    // Notify gets the failure, so the user is emailed as for any other failed job.
+    expect(await waitFor(() => toNotify.deliveries.length === 1)).toBe(true);
+    await toNotify.stop();
+    const sent = decodeMessage(Mp3MessageSchema, toNotify.deliveries[0]?.body ?? Buffer.alloc(0));
+    expect(sent).toEqual({ ...message, failure: DEAD_LETTER_FAILURE });
+  });
+
+  test("send no failure email for a converted job", async () => {
+    const id = await insertJob();
+    await convertJob(id, new Uint8Array([1]));
+    const toNotify = await collectQueue(h.broker, h.mp3Queue);
+    const message = {
+      job_id: id,
+      video_fid: `video-${id}`,
+      mp3_fid: null,
+      username: "alice@example.com",
+      filename: "talk.mp4",
+      request_id: "req-test",
+    };
+    expect(await handleDeadLetteredVideo(delivery(encodeMessage(message)), h)).toBe("ack");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await toNotify.stop();
+    expect(toNotify.deliveries).toHaveLength(0);
   });
 
   test("keep a converted job when its video is dead-lettered late", async () => {

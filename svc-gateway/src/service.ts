@@ -94,7 +94,7 @@ export async function startGateway(
       () => openBroker(config.brokerUrl, child("broker")),
       closers,
     );
-    await broker.declareQueues([config.videoQueue, config.jobEventsQueue]);
+    await broker.declareQueues([config.videoQueue, config.mp3Queue, config.jobEventsQueue]);
 
     const jwksUrl = `${config.authUrl}/.well-known/jwks.json`;
     const verifier =
@@ -113,7 +113,11 @@ export async function startGateway(
       readiness: gatewayReadinessChecks({ db, store, broker, jwksUrl }),
     });
 
-    const queues = { videoQueue: config.videoQueue, jobEventsQueue: config.jobEventsQueue };
+    const queues = {
+      videoQueue: config.videoQueue,
+      mp3Queue: config.mp3Queue,
+      jobEventsQueue: config.jobEventsQueue,
+    };
     const subscriptions = await startEventConsumers({ broker, jobs, logger, ...queues });
     closers.push(() => cancelAll(subscriptions));
     const outbox = startOutboxLoop(

@@ -87,6 +87,7 @@ export interface Harness {
   /** Root of the file store. */
   storeDir: string;
   videoQueue: string;
+  mp3Queue: string;
   jobEventsQueue: string;
   tokenFor(userId: string, email?: string): Promise<string>;
   close(): Promise<void>;
@@ -109,7 +110,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const suffix = crypto.randomUUID().slice(0, 8);
   const videoQueue = `video-${suffix}`;
   const jobEventsQueue = `job-events-${suffix}`;
-  await broker.declareQueues([videoQueue, jobEventsQueue]);
+  const mp3Queue = `mp3-${suffix}`;
+  await broker.declareQueues([videoQueue, mp3Queue, jobEventsQueue]);
   const keys = await loadSigningKeys({ keys: [await generateSigningKey()] });
   const verifier = createTokenVerifier({
     jwks: keys.publicJwks,
@@ -142,6 +144,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     logger,
     storeDir,
     videoQueue,
+    mp3Queue,
     jobEventsQueue,
     async tokenFor(userId, email = `${userId}@example.com`) {
       const signed = await issueToken(
