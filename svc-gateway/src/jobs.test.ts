@@ -314,6 +314,18 @@ describe("job events", () => {
     return h.broker.publish(h.jobEventsQueue, encodeMessage(full), { messageId: event.job_id });
   }
 
+  /** The VideoMessage the gateway published for job `id`. */
+  function videoMessageFor(id: string) {
+    return {
+      job_id: id,
+      video_fid: `video-${id}`,
+      mp3_fid: null,
+      username: "alice@example.com",
+      filename: "talk.mp4",
+      request_id: "req-test",
+    };
+  }
+
   async function stateOf(id: string): Promise<string | undefined> {
     return (await h.jobs.findOwned(id, "user-alice"))?.state;
   }
@@ -379,14 +391,7 @@ describe("job events", () => {
 
   test("mark a dead-lettered video failed", async () => {
     const id = await insertJob();
-    const message = {
-      job_id: id,
-      video_fid: `video-${id}`,
-      mp3_fid: null,
-      username: "alice@example.com",
-      filename: "talk.mp4",
-      request_id: "req-test",
-    };
+    const message = videoMessageFor(id);
     const toNotify = await collectQueue(h.broker, h.mp3Queue);
     await h.broker.publish(deadLetterQueueName(h.videoQueue), encodeMessage(message));
     expect(await waitFor(async () => (await stateOf(id)) === "failed")).toBe(true);
@@ -405,14 +410,7 @@ describe("job events", () => {
     const id = await insertJob();
     await convertJob(id, new Uint8Array([1]));
     const toNotify = await collectQueue(h.broker, h.mp3Queue);
-    const message = {
-      job_id: id,
-      video_fid: `video-${id}`,
-      mp3_fid: null,
-      username: "alice@example.com",
-      filename: "talk.mp4",
-      request_id: "req-test",
-    };
+    const message = videoMessageFor(id);
     expect(await handleDeadLetteredVideo(delivery(encodeMessage(message)), h)).toBe("ack");
     await new Promise((resolve) => setTimeout(resolve, 50));
     await toNotify.stop();
