@@ -92,8 +92,8 @@ export async function handleJobEvent(
 }
 
 /**
- * Marks the job of a dead-lettered VideoMessage failed and, when the message is whole, asks
- * notify to email the user the failure, as the converter does for a file it cannot convert.
+ * Marks the job of a dead-lettered VideoMessage failed. When the message is whole, it also sends
+ * the failure to notify, which emails the user as for a file the converter cannot convert.
  */
 export async function handleDeadLetteredVideo(
   delivery: Delivery,

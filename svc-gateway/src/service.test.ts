@@ -95,7 +95,7 @@ async function waitForStoredBytes(sent: number): Promise<void> {
 }
 
 /**
- * A multipart body of one file of `size` zero bytes, generated as it is read. At the midpoint it
+ * Generates, as it is read, a multipart body of one file of `size` zero bytes. At the midpoint it
  * pauses until the stored bytes catch up, and errors the body when they do not.
  */
 function generatedUpload(size: number): ReadableStream<Uint8Array> {
