@@ -96,6 +96,53 @@ test("runTool rejects a missing binary", async () => {
   await expect(running).rejects.toThrow("failed to start /nonexistent/ffmpeg");
 });
 
+/** Returns the pids of this process's children named `name`, such as ffmpeg under prlimit. */
+async function childPids(name: string): Promise<number[]> {
+  const { execFileSync } = await import("node:child_process");
+  const output = execFileSync("pgrep", ["-P", String(process.pid), name], { encoding: "utf8" });
+  return output.trim().split("\n").map(Number);
+}
+
+/** Reads the process group id of `pid` from /proc (the fifth field of its stat line). */
+async function processGroupOf(pid: number): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // The command name in brackets may contain spaces, so count fields after its closing bracket.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[2]);
+}
+
+test("runTool keeps ffmpeg out of the terminal's group", async () => {
+  const controller = new AbortController();
+  const running = runTool("ffmpeg", ENDLESS, {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+    signal: controller.signal,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const [pid] = await childPids("ffmpeg");
+  const groups = [await processGroupOf(pid ?? 0), await processGroupOf(process.pid)];
+  controller.abort();
+  await running;
+  // Ctrl-C in a terminal signals the foreground process group, which is the converter's.
+  expect(groups[0]).not.toBe(groups[1]);
+});
+
+test("runTool marks a caught SIGINT as interrupted", async () => {
+  // At -v error ffmpeg prints nothing when it catches a signal, as in the converter's own calls.
+  const running = runTool("ffmpeg", ["-v", "error", ...ENDLESS], {
+    timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
+    cpuSeconds: SAFETY_TIMEOUT_SECONDS,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  for (const pid of await childPids("ffmpeg")) process.kill(pid, "SIGINT");
+  const run = await running;
+  expect(run.exitCode).toBe(255);
+  expect(run.stderrTail).toBe("");
+  expect(run.interrupted).toBe(true);
+  expect(run.killedByLimit).toBe(false);
+});
+
 test("runTool marks an outside SIGTERM as interrupted", async () => {
   const running = runTool("ffmpeg", ENDLESS, {
     timeoutSeconds: SAFETY_TIMEOUT_SECONDS,
@@ -103,11 +150,7 @@ test("runTool marks an outside SIGTERM as interrupted", async () => {
   });
   // Stands in for a supervisor that stops the process group: find the child and signal it.
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const { execFileSync } = await import("node:child_process");
-  const pids = execFileSync("pgrep", ["-P", String(process.pid), "ffmpeg"], { encoding: "utf8" })
-    .trim()
-    .split("\n");
-  for (const pid of pids) process.kill(Number(pid), "SIGTERM");
+  for (const pid of await childPids("ffmpeg")) process.kill(pid, "SIGTERM");
   const run = await running;
   expect(run.interrupted).toBe(true);
   expect(run.killedByLimit).toBe(false);

@@ -73,11 +73,12 @@ export const DEFAULT_MAX_STDOUT_BYTES = 4 * 1024 * 1024;
 const OUTSIDE_STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT", "SIGHUP"]);
 
 /**
- * ffmpeg catches SIGTERM, SIGINT and SIGHUP, finishes its output and exits with status 255 after
- * printing this line (ffmpeg 5.1), so the signal never shows in the exit status. The numbers are
- * SIGHUP, SIGINT and SIGTERM on Linux.
+ * ffmpeg catches SIGTERM, SIGINT and SIGHUP, finishes its output and exits with this status, so
+ * the signal never shows in the exit status. ffmpeg 5.1 uses it for nothing else: its main()
+ * ends with `received_nb_signals ? 255 : main_return_code`, and errors exit with 1. The
+ * "received signal" line it prints is at info level, below the `-v error` the converter runs.
  */
-const CAUGHT_STOP_SIGNAL_LINE = /Exiting normally, received signal (1|2|15)\./;
+const CAUGHT_STOP_SIGNAL_STATUS = 255;
 
 /** Grace period between the timeout and the SIGKILL that follows an ignored SIGTERM. */
 const TERM_GRACE_MS = 2_000;
@@ -183,6 +184,10 @@ export function runTool(
     const child = spawn(command as string, commandArgs, {
       stdio: ["ignore", "pipe", "pipe"],
       shell: false,
+      // A session of its own, so that Ctrl-C or a hangup in the converter's terminal reaches only
+      // the converter, which then drains, and not ffmpeg, which would stop mid-file.
+      // NOTE: a converter killed with SIGKILL leaves the tool running until its CPU limit.
+      detached: true,
     });
     const stdoutChunks: Buffer[] = [];
     let stdoutBytes = 0;
@@ -234,16 +239,15 @@ export function runTool(
     });
     child.on("close", (exitCode, exitSignal) => {
       cleanUp();
-      const tail = stderrTail.toString("utf8");
       const stoppedFromOutside =
         exitSignal !== null
           ? OUTSIDE_STOP_SIGNALS.has(exitSignal)
-          : CAUGHT_STOP_SIGNAL_LINE.test(tail);
+          : exitCode === CAUGHT_STOP_SIGNAL_STATUS;
       resolve({
         exitCode,
         exitSignal,
         stdout: Buffer.concat(stdoutChunks).toString("utf8"),
-        stderrTail: tail,
+        stderrTail: stderrTail.toString("utf8"),
         timedOut,
         killedByLimit: !killedByUs && (exitSignal === "SIGKILL" || exitSignal === "SIGXCPU"),
         interrupted: !killedByUs && stoppedFromOutside,
