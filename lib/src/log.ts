@@ -21,6 +21,9 @@ const REDACTED_PATHS = [
   "*.privateKey",
 ];
 
+/** The pino levels a `LOG_LEVEL` setting may name, from the most to the least verbose. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
 export interface LoggerOptions {
   service: string;
   level?: string;

@@ -17,7 +17,7 @@ import { startNotify } from "../../svc-notify/src/service.ts";
 import { DEFAULT_MAX_DELIVERIES } from "../src/adapters/broker.ts";
 import { MemoryBroker } from "../src/adapters/memory-broker.ts";
 import { ConfigError, type Env, EnvReader } from "../src/config.ts";
-import { createLogger } from "../src/log.ts";
+import { createLogger, LOG_LEVELS } from "../src/log.ts";
 import { onShutdownSignal, processEnv } from "../src/runtime.ts";
 import { generateSigningKey } from "../src/tokens.ts";
 import { findFreePort } from "./ports.ts";
@@ -152,14 +152,14 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   }
 }
 
-function readAllInOneOptions(env: Env): AllInOneOptions {
+export function readAllInOneOptions(env: Env): AllInOneOptions {
   const reader = new EnvReader(env);
   const options: AllInOneOptions = {
     dataDir: reader.string("DATA_DIR", { default: "./.data" }),
     gatewayPort: reader.int("GATEWAY_PORT", { default: 8080, min: 0, max: 65535 }),
     authPort: reader.int("AUTH_PORT", { default: 5000, min: 0, max: 65535 }),
     host: reader.string("HOST", { default: "127.0.0.1" }),
-    logLevel: reader.string("LOG_LEVEL", { default: "info" }),
+    logLevel: reader.oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info" }),
     extraEnv: env,
   };
   if (reader.problems.length > 0) throw new ConfigError(reader.problems);

@@ -1,5 +1,6 @@
 /** Settings of the auth service, read once from the environment at start. */
 import { type Env, type EnvReader, loadConfig } from "@mp3converter/lib/config";
+import { LOG_LEVELS } from "@mp3converter/lib/log";
 import { type PrivateSigningJwk, parseSigningKeySet } from "@mp3converter/lib/tokens";
 
 export const SIGNUP_MODES = ["open", "admin", "closed"] as const;
@@ -45,13 +46,7 @@ function readSigningKeys(env: EnvReader): PrivateSigningJwk[] {
 
 function describeAuthConfig(env: EnvReader): AuthConfig {
   return {
-    logLevel: env.oneOf(
-      "LOG_LEVEL",
-      ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
-      {
-        default: "info",
-      },
-    ),
+    logLevel: env.oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info" }),
     port: env.int("PORT", { default: 5000, min: 0, max: 65535 }),
     host: env.string("HOST", { default: "0.0.0.0" }),
     databaseUrl: env.url("DATABASE_URL", ["mysql", "sqlite"]),

@@ -1,5 +1,6 @@
 import { tmpdir } from "node:os";
 import { type Env, type EnvReader, loadConfig } from "@mp3converter/lib/config";
+import { LOG_LEVELS } from "@mp3converter/lib/log";
 import { DEFAULT_QUEUES } from "@mp3converter/lib/messages";
 
 /** Settings of the converter service, read once at start-up. */
@@ -34,8 +35,6 @@ export interface ConverterConfig {
    */
   drainSeconds: number;
 }
-
-const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
 /** Upper bound of `CONVERTER_PREFETCH`; each conversion holds one ffmpeg process and a temp file. */
 const MAX_PREFETCH = 64;

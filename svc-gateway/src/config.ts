@@ -1,7 +1,6 @@
 import { type Env, loadConfig } from "@mp3converter/lib/config";
+import { LOG_LEVELS } from "@mp3converter/lib/log";
 import { DEFAULT_QUEUES } from "@mp3converter/lib/messages";
-
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** Settings of the gateway, read once at start-up from the environment. */
 export interface GatewayConfig {

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { type Env, type EnvReader, loadConfig } from "@mp3converter/lib/config";
+import { LOG_LEVELS } from "@mp3converter/lib/log";
 import { DEFAULT_QUEUES } from "@mp3converter/lib/messages";
 
 /** Settings of the notify service, read once at start-up. */
@@ -24,7 +25,6 @@ export interface NotifyConfig {
   mailTlsCa: string | undefined;
 }
 
-const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 const MAX_PREFETCH = 1000;
 
 /** Reads the notify settings and throws `ConfigError` naming every missing or invalid variable. */
