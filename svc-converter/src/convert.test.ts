@@ -4,7 +4,13 @@ import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { type ConvertSettings, convertToMp3, ffmpegArgs, outputSampleRate } from "./convert.ts";
+import {
+  type ConvertSettings,
+  convertToMp3,
+  ffmpegArgs,
+  outputSampleRate,
+  tagsToDrop,
+} from "./convert.ts";
 import { ConversionError } from "./failures.ts";
 import { findPrlimit } from "./ffmpeg.ts";
 import type { ProbedStream } from "./probe.ts";
@@ -111,6 +117,30 @@ describe("convertToMp3 converts", () => {
     const { stream, probed } = await convertAndCheck(media.flac96kHz, CLIP_SECONDS, 1);
     expect(stream?.sample_rate).toBe("48000");
     expect(probed.format.tags?.title).toBe(FLAC_TITLE);
+  });
+
+  test("MP4 tags copied without brands or location", async () => {
+    const input = join(dir, "phone.mp4");
+    await execFileAsync("ffmpeg", [
+      ...["-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1"],
+      ...["-metadata", "title=Field recording", "-metadata", "artist=Alice"],
+      ...["-metadata", "location=+48.8577+002.2950/", "-c:a", "aac", input],
+    ]);
+    const tagged = await ffprobeJson(input);
+    expect(tagged.format.tags?.location).toBe("+48.8577+002.2950/");
+    expect(tagged.format.tags?.major_brand).toBeDefined();
+
+    const mp3 = await convertToMp3(input, settings);
+    try {
+      const tags = (await ffprobeJson(mp3.path)).format.tags ?? {};
+      expect(tags.title).toBe("Field recording");
+      expect(tags.artist).toBe("Alice");
+      expect(
+        Object.keys(tags).filter((name) => /location|brand|minor_version/i.test(name)),
+      ).toEqual([]);
+    } finally {
+      await mp3.dispose();
+    }
   });
 
   test("input starting at 10 s from 0", async () => {
@@ -280,6 +310,20 @@ test("ffmpegArgs maps one stream with every safety option", () => {
   expect(after("-q:a")).toBe("4");
   expect(after("-t")).toBe("60");
   expect(after("-map_metadata")).toBe("0");
+  expect(args).not.toContain("-metadata");
   expect(after("-id3v2_version")).toBe("3");
   expect(args.at(-1)).toBe("file:/out/a.mp3");
+});
+
+test("tagsToDrop keeps descriptive tags", () => {
+  const names = ["title", "major_brand", "minor_version", "compatible_brands", "location"];
+  const more = ["location-eng", "com.apple.quicktime.location.ISO6709", "artist", "PRODUCER"];
+  expect(tagsToDrop([...names, ...more])).toEqual([
+    "major_brand",
+    "minor_version",
+    "compatible_brands",
+    "location",
+    "location-eng",
+    "com.apple.quicktime.location.ISO6709",
+  ]);
 });

@@ -63,12 +63,28 @@ export function outputSampleRate(inputHz: number | null): number | null {
   return MP3_SAMPLE_RATES_HZ.find((rate) => rate > inputHz) ?? maxHz;
 }
 
-/** Builds the ffmpeg arguments that convert stream `audio` of `inputPath` to `outputPath`. */
+/**
+ * Container tags that mean nothing in an MP3 (MP4 brands, handler names) and tags with the place
+ * where a phone recorded the video, which the user may not expect to find in the audio file.
+ */
+const DROPPED_TAG =
+  /^(major_brand|minor_version|compatible_brands|handler_name|vendor_id)$|location/i;
+
+/** Returns the input tags that the MP3 leaves out; every other tag is copied. */
+export function tagsToDrop(tagNames: readonly string[]): string[] {
+  return tagNames.filter((name) => DROPPED_TAG.test(name));
+}
+
+/**
+ * Builds the ffmpeg arguments that convert stream `audio` of `inputPath` to `outputPath`,
+ * copying the container's tags except `droppedTags`.
+ */
 export function ffmpegArgs(
   inputPath: string,
   outputPath: string,
   audio: ProbedStream,
   settings: Pick<ConvertSettings, "maxInputSeconds" | "mp3Quality">,
+  droppedTags: readonly string[] = [],
 ): string[] {
   const args = [
     ...FFMPEG_BASE_ARGS,
@@ -80,6 +96,8 @@ export function ffmpegArgs(
     "-dn",
     "-map_metadata",
     "0",
+    // An empty value removes a tag that -map_metadata copied.
+    ...droppedTags.flatMap((name) => ["-metadata", `${name}=`]),
     "-t",
     String(settings.maxInputSeconds),
   ];
@@ -204,7 +222,7 @@ export async function convertToMp3(
     const outputPath = join(dir, "output.mp3");
     const run = await runTool(
       settings.ffmpegPath,
-      ffmpegArgs(inputPath, outputPath, probe.audio, settings),
+      ffmpegArgs(inputPath, outputPath, probe.audio, settings, tagsToDrop(probe.tagNames)),
       settings,
     );
     if (run.aborted || run.interrupted) {

@@ -33,6 +33,8 @@ export interface ProbeResult {
   startSeconds: number | null;
   streams: ProbedStream[];
   audio: ProbedStream;
+  /** Names of the container's metadata tags, such as `title` or `major_brand`. */
+  tagNames: string[];
 }
 
 export interface ProbeSettings extends RunLimits {
@@ -75,6 +77,7 @@ export function parseProbeOutput(json: string): Omit<ProbeResult, "audio"> {
     durationSeconds: numberOrNull(format.duration),
     startSeconds: numberOrNull(format.start_time),
     streams,
+    tagNames: Object.keys(record(format.tags)),
   };
 }
 
