@@ -256,6 +256,27 @@ describe("signup validation", () => {
     expect(paired.status).toBe(201);
   });
 
+  test("invalid UTF-8 in the body is rejected", async () => {
+    const harness = await createHarness();
+    const prefix = Buffer.from('{"email":"raw@example.com","password":"a long ');
+    const suffix = Buffer.from(' passphrase"}');
+    for (const invalid of [
+      [0xed, 0xa0, 0x80],
+      [0xff, 0xfe],
+    ]) {
+      const body = Buffer.concat([prefix, Buffer.from(invalid), suffix]);
+      const response = await harness.app.handle(
+        new Request("http://auth.local/signup", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+        }),
+      );
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { message: string }).message).toContain("UTF-8");
+    }
+  });
+
   test("long password is not truncated", async () => {
     const harness = await createHarness();
     const password = "x".repeat(256);

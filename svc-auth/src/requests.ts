@@ -29,12 +29,20 @@ export async function readJsonObject(request: Request): Promise<Record<string, u
       "Send the body as JSON with Content-Type: application/json.",
     );
   }
-  const text = await request.text();
-  if (new TextEncoder().encode(text).byteLength > JSON_BODY_MAX_BYTES) {
+  const bytes = await request.arrayBuffer();
+  if (bytes.byteLength > JSON_BODY_MAX_BYTES) {
     throw new AppError(
       "payload_too_large",
       `The request body is larger than ${JSON_BODY_MAX_BYTES} bytes.`,
     );
+  }
+  let text: string;
+  try {
+    // Strict, because a lenient decoder turns invalid bytes into U+FFFD, and a password stored
+    // that way would accept other bytes at login.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new AppError("invalid_argument", "The request body is not valid UTF-8.");
   }
   let body: unknown;
   try {

@@ -15,7 +15,13 @@ export class PasswordInputError extends Error {
 async function readFirstLine(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Uint8Array));
-  const text = Buffer.concat(chunks).toString("utf8");
+  let text: string;
+  try {
+    // Strict for the same reason as the sign-up body: invalid bytes must not become U+FFFD.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new PasswordInputError("the password on stdin is not valid UTF-8");
+  }
   const line = text.split(/\r?\n/, 1)[0] ?? "";
   if (line === "")
     throw new PasswordInputError('no password on stdin; pipe it in, as in: echo "$PW" |');

@@ -24,7 +24,7 @@ afterAll(async () => {
 });
 
 /** Runs the command with `stdin` piped in and returns its exit code and output. */
-function userAdd(args: string[], stdin: string, env: Record<string, string>) {
+function userAdd(args: string[], stdin: string | Buffer, env: Record<string, string>) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
     const child = spawn(process.execPath, [SCRIPT, ...args], {
       env: { PATH: process.env.PATH ?? "", ...env },
@@ -89,6 +89,11 @@ test("user:add of a taken email exits 3", async () => {
 test.each([
   ["a short password", ["carol@example.com"], "short\n"],
   ["an empty password", ["carol@example.com"], ""],
+  [
+    "a password that is not UTF-8",
+    ["carol@example.com"],
+    Buffer.from("a long \xff passphrase", "latin1"),
+  ],
   ["an invalid email", ["not-an-email"], PASSWORD],
   ["no email", [], PASSWORD],
   ["two emails", ["a@example.com", "b@example.com"], PASSWORD],
