@@ -64,6 +64,11 @@ export const JobEventSchema = Type.Object({
   duration_s: Type.Optional(Type.Number({ minimum: 0 })),
   /** Warnings a person should see, such as "the input ended early". */
   warnings: Type.Optional(Type.Array(Type.String({ maxLength: 1000 }), { maxItems: 10 })),
+  /**
+   * Set by notify on the `failed` event it publishes once it has emailed the user about a failed
+   * job. The gateway records the email, so the recovery at start-up does not send it again.
+   */
+  email_sent: Type.Optional(Type.Boolean()),
   /** When the worker observed the change, in milliseconds since the epoch. */
   at: Type.Integer({ minimum: 0 }),
   request_id: Type.String({ maxLength: 128 }),

@@ -3,8 +3,8 @@
  * message still queued when the process exits is lost. The order below keeps that set small,
  * because each consumer handles the messages queued for it before it stops. The gateway
  * republishes the unfinished jobs of lost messages at the next start (see
- * `requeueUnfinishedJobs`). The order still matters for emails: without it, a graceful stop
- * could send an email twice, or lose the email of a job that failed just before the stop.
+ * `requeueUnfinishedJobs`, and `republishUnsentFailureEmails` for the failure emails). The order
+ * still matters for emails: without it, a graceful stop could send an email twice.
  */
 import type { AuthService } from "../../svc-auth/src/service.ts";
 import type { ConverterService } from "../../svc-converter/src/service.ts";

@@ -84,11 +84,33 @@ export async function handleJobEvent(
     );
     return "reject";
   }
-  const applied = await deps.jobs.applyUpdate(event.job_id, toJobUpdate(event, Date.now()));
+  const now = Date.now();
+  const applied = await deps.jobs.applyUpdate(event.job_id, toJobUpdate(event, now));
   const fields = { job_id: event.job_id, request_id: event.request_id, state: event.state };
   if (applied) deps.logger.info(fields, "job state changed");
   else deps.logger.debug(fields, "job event ignored as stale, duplicate or for an unknown job");
+  await recordEmail(event, now, deps, fields);
   return "ack";
+}
+
+/**
+ * Records the email that a `notified` event, or a `failed` event from notify, reports. A `failed`
+ * job keeps its state after the email, so the record is what stops the recovery at start-up from
+ * sending the failure email again.
+ */
+async function recordEmail(
+  event: JobEvent,
+  now: number,
+  deps: Pick<EventConsumerDeps, "jobs" | "logger">,
+  fields: Record<string, unknown>,
+): Promise<void> {
+  let state: "notified" | "failed";
+  if (event.state === "notified") state = "notified";
+  else if (event.state === "failed" && event.email_sent === true) state = "failed";
+  else return;
+  if (await deps.jobs.recordEmailSent(event.job_id, state, now)) {
+    deps.logger.debug(fields, "job email recorded");
+  }
 }
 
 /**

@@ -41,6 +41,17 @@ function createJobsStatements(dialect: SqlDialect): string[] {
   return [table, ...CREATE_INDEXES];
 }
 
+/**
+ * `notified_at`: when the gateway learned that the user was emailed about the job's outcome. A
+ * `failed` job keeps its state after the email, so only this column shows whether the email went
+ * out. Jobs that were already finished before this migration count as emailed, so the recovery
+ * at start-up does not email their users a second time.
+ */
+const ADD_NOTIFIED_AT = [
+  "ALTER TABLE jobs ADD COLUMN notified_at BIGINT NULL",
+  "UPDATE jobs SET notified_at = updated_at WHERE state IN ('notified', 'failed')",
+];
+
 /** Schema migrations of the gateway, applied in order at start-up. */
 export const GATEWAY_MIGRATIONS: readonly Migration[] = [
   {
@@ -48,6 +59,13 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     statements: {
       sqlite: createJobsStatements("sqlite"),
       mysql: createJobsStatements("mysql"),
+    },
+  },
+  {
+    id: "gateway-002-add-notified-at",
+    statements: {
+      sqlite: ADD_NOTIFIED_AT,
+      mysql: ADD_NOTIFIED_AT,
     },
   },
 ];

@@ -8,7 +8,7 @@ import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { createLogger } from "@mp3converter/lib/log";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
-import { JobStore, type NewJob } from "./jobs-store.ts";
+import { type JobRecord, JobStore, type NewJob } from "./jobs-store.ts";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
 
@@ -55,7 +55,7 @@ function newJob(overrides: Partial<NewJob> = {}): NewJob {
   };
 }
 
-describe.each(DATABASE_URLS)("JobStore on %s", (_dialect, url) => {
+describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
   beforeEach(async () => {
     db = await openSqlDatabase(url, { logger });
     await db.migrate(GATEWAY_MIGRATIONS);
@@ -218,6 +218,76 @@ describe.each(DATABASE_URLS)("JobStore on %s", (_dialect, url) => {
       expect((await jobs.findOwned(ids.notified, "user-1"))?.publishedAt).toBe(20);
       expect((await jobs.findOwned(ids.failed, "user-1"))?.publishedAt).toBe(20);
       expect((await jobs.findOwned(ids.converted, "user-1"))?.state).toBe("converted");
+    });
+  });
+
+  describe("emails", () => {
+    const failure = { code: "no_audio", message: "The video has no audio track." };
+
+    test("records a failure email once", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      await jobs.applyUpdate(job.id, { state: "failed", failure, at: 2 });
+      expect(await jobs.recordEmailSent(job.id, "failed", 3)).toBe(true);
+      expect(await jobs.recordEmailSent(job.id, "failed", 4)).toBe(false);
+      const stored = await jobs.findOwned(job.id, "user-1");
+      expect(stored?.state).toBe("failed");
+      expect(stored?.failure).toEqual(failure);
+      expect(stored?.notifiedAt).toBe(3);
+    });
+
+    test("records no email for another state", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at: 2 });
+      expect(await jobs.recordEmailSent(job.id, "failed", 3)).toBe(false);
+      expect(await jobs.recordEmailSent(job.id, "notified", 3)).toBe(false);
+      expect((await jobs.findOwned(job.id, "user-1"))?.notifiedAt).toBeNull();
+    });
+
+    test("lists failed jobs without an email", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const job = newJob({ createdAt: 1_000 + i });
+        await jobs.insert(job);
+        await jobs.applyUpdate(job.id, { state: "failed", failure, at: 2 });
+        ids.push(job.id);
+      }
+      const emailed = newJob({ createdAt: 900 });
+      await jobs.insert(emailed);
+      await jobs.applyUpdate(emailed.id, { state: "failed", failure, at: 2 });
+      await jobs.recordEmailSent(emailed.id, "failed", 3);
+      await jobs.insert(newJob({ createdAt: 800 }));
+
+      const first = await jobs.listFailedWithoutEmail(2);
+      expect(first.map((job) => job.id)).toEqual(ids.slice(0, 2));
+      const last = first[1] as JobRecord;
+      const rest = await jobs.listFailedWithoutEmail(2, { createdAt: last.createdAt, id: last.id });
+      expect(rest.map((job) => job.id)).toEqual(ids.slice(2));
+    });
+
+    test("migration marks finished jobs emailed", async () => {
+      // Rebuilds the rows as they were before the second migration, then runs its statements.
+      await db.execute("ALTER TABLE jobs DROP COLUMN notified_at");
+      const states = ["converted", "notified", "failed"] as const;
+      const ids = {} as Record<(typeof states)[number], string>;
+      for (const state of states) {
+        const id = crypto.randomUUID();
+        await db.execute(
+          "INSERT INTO jobs (id, owner_id, owner_email, filename, video_fid, state, " +
+            "request_id, created_at, updated_at) VALUES (?, 'user-1', 'a@example.com', " +
+            "'talk.mp4', 'video-1', ?, 'req-1', 1, 7)",
+          [id, state],
+        );
+        ids[state] = id;
+      }
+      const addNotifiedAt = GATEWAY_MIGRATIONS[1]?.statements[dialect] ?? [];
+      expect(addNotifiedAt.length).toBeGreaterThan(0);
+      for (const statement of addNotifiedAt) await db.execute(statement);
+
+      expect((await jobs.findOwned(ids.converted, "user-1"))?.notifiedAt).toBeNull();
+      expect((await jobs.findOwned(ids.notified, "user-1"))?.notifiedAt).toBe(7);
+      expect((await jobs.findOwned(ids.failed, "user-1"))?.notifiedAt).toBe(7);
     });
   });
 });

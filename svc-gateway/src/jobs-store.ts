@@ -22,6 +22,8 @@ export interface JobRecord {
   createdAt: number;
   updatedAt: number;
   publishedAt: number | null;
+  /** When the gateway recorded that the user was emailed about the outcome, else null. */
+  notifiedAt: number | null;
 }
 
 /** Fields of a new job; it starts `queued` and unpublished. */
@@ -66,7 +68,8 @@ const EARLIER_STATES: Record<JobUpdate["state"], readonly JobState[]> = {
 
 const JOB_COLUMNS =
   "id, owner_id, owner_email, filename, video_fid, mp3_fid, state, failure_code, " +
-  "failure_message, duration_s, warnings, request_id, created_at, updated_at, published_at";
+  "failure_message, duration_s, warnings, request_id, created_at, updated_at, published_at, " +
+  "notified_at";
 
 const INSERT_JOB =
   "INSERT INTO jobs (id, owner_id, owner_email, filename, video_fid, state, request_id, " +
@@ -81,6 +84,9 @@ const SELECT_BY_MP3 =
 const MARK_UNFINISHED_UNPUBLISHED =
   "UPDATE jobs SET published_at = NULL, publish_lease_until = NULL " +
   "WHERE state IN ('queued', 'converting', 'converted')";
+
+const RECORD_EMAIL_SENT =
+  "UPDATE jobs SET notified_at = ? WHERE id = ? AND state = ? AND notified_at IS NULL";
 
 const UNPUBLISHED_CONDITION =
   "published_at IS NULL AND (publish_lease_until IS NULL OR publish_lease_until < ?)";
@@ -107,6 +113,8 @@ function toJobRecord(row: Record<string, unknown>): JobRecord {
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
     publishedAt: row.published_at === null ? null : Number(row.published_at),
+    notifiedAt:
+      row.notified_at === null || row.notified_at === undefined ? null : Number(row.notified_at),
   };
 }
 
@@ -192,6 +200,33 @@ export class JobStore {
       ...earlier,
     ]);
     return result.affectedRows > 0;
+  }
+
+  /**
+   * Records that the user was emailed about the job, if the job is in `state` and no email was
+   * recorded before. Returns whether a row changed, so a repeated event changes nothing.
+   */
+  async recordEmailSent(id: string, state: "notified" | "failed", at: number): Promise<boolean> {
+    const result = await this.#db.execute(RECORD_EMAIL_SENT, [at, id, state]);
+    return result.affectedRows > 0;
+  }
+
+  /**
+   * Lists `failed` jobs with no recorded email, oldest first, starting after `cursor`. These are
+   * the jobs whose failure email may have been lost in a restart.
+   */
+  async listFailedWithoutEmail(limit: number, cursor?: JobCursor): Promise<JobRecord[]> {
+    const params: SqlValue[] = [];
+    let after = "";
+    if (cursor) {
+      after = " AND (created_at > ? OR (created_at = ? AND id > ?))";
+      params.push(cursor.createdAt, cursor.createdAt, cursor.id);
+    }
+    const sql =
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'failed' AND notified_at IS NULL${after} ` +
+      `ORDER BY created_at, id LIMIT ${Math.trunc(limit)}`;
+    const rows = await this.#db.query(sql, params);
+    return rows.map(toJobRecord);
   }
 
   /** Lists unpublished jobs whose lease is free, oldest first. */

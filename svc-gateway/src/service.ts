@@ -14,6 +14,7 @@ import { createTokenVerifier, type TokenVerifier } from "@mp3converter/lib/token
 import { createGatewayApp } from "./app.ts";
 import type { GatewayConfig } from "./config.ts";
 import { startEventConsumers } from "./events-consumer.ts";
+import { republishUnsentFailureEmails } from "./failure-recovery.ts";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import { JobStore } from "./jobs-store.ts";
 import { type OutboxLoop, requeueUnfinishedJobs, startOutboxLoop } from "./outbox.ts";
@@ -103,6 +104,7 @@ export async function startGateway(
     const jobs = new JobStore(db);
     // Before the outbox starts, so that its first run publishes the recovered jobs.
     await requeueUnfinishedJobs({ broker, jobs, logger });
+    await republishUnsentFailureEmails({ broker, jobs, logger, mp3Queue: config.mp3Queue });
     const app = createGatewayApp({
       ...config,
       logger,

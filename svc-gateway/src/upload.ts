@@ -68,6 +68,7 @@ function newJobRecord(file: ReceivedFile, owner: Principal, requestId: string): 
     createdAt: now,
     updatedAt: now,
     publishedAt: null,
+    notifiedAt: null,
   };
 }
 

@@ -244,15 +244,11 @@ describe("notify worker on the file outbox", () => {
     expect(mails[1]?.messageId).toBe(`<${message.job_id}.ready@mp3converter>`);
   });
 
-  test("failed job sends one email without event", async () => {
-    const failed = mp3Message({
-      mp3_fid: null,
-      failure: { code: "no_audio", message: "the video has no audio track" },
-    });
-    const sentinel = mp3Message();
+  test("failed job sends one email and reports it", async () => {
+    const failure = { code: "no_audio", message: "the video has no audio track" };
+    const failed = mp3Message({ mp3_fid: null, failure });
     await harness.publish(failed);
-    await harness.publish(sentinel);
-    await waitFor("sentinel event", () => harness.events.some((e) => e.job_id === sentinel.job_id));
+    await waitFor("failed event", () => harness.events.some((e) => e.job_id === failed.job_id));
 
     const mails = await emailsFor(harness.outbox, failed.job_id);
     expect(mails).toHaveLength(1);
@@ -260,7 +256,12 @@ describe("notify worker on the file outbox", () => {
     expect(mails[0]?.messageId).toBe(`<${failed.job_id}.failed@mp3converter>`);
     expect(mails[0]?.text).toContain("Reason: the video has no audio track");
     expect(mails[0]?.text).toContain("Upload a video that has sound.");
-    expect(harness.events.filter((e) => e.job_id === failed.job_id)).toHaveLength(0);
+    const events = harness.events.filter((e) => e.job_id === failed.job_id);
+    expect(events).toHaveLength(1);
+    expect(events[0]?.state).toBe("failed");
+    expect(events[0]?.email_sent).toBe(true);
+    expect(events[0]?.failure).toEqual(failure);
+    expect(events[0]?.request_id).toBe(failed.request_id);
   });
 
   test.each([

@@ -1,6 +1,7 @@
 /**
- * The `mp3` queue handler: decodes the message, emails the user, reports `notified` for a ready
- * MP3, and decides the delivery outcome. A redelivered message sends the same email again with
+ * The `mp3` queue handler: decodes the message, emails the user, reports the email to the gateway
+ * (`notified` for a ready MP3, `failed` with `email_sent` for a failure), and decides the delivery
+ * outcome. A redelivered message sends the same email again with
  * the same Message-ID, so mail clients can drop the duplicate.
  */
 import { errorFields, type Logger, maskEmail } from "@mp3converter/lib/log";
@@ -78,7 +79,7 @@ export function createNotifyHandler(options: NotifyWorkerOptions): MessageHandle
     const sent = await sendOrThrow(email, options, log);
     logSent(email, sent, delivery, log);
 
-    if (email.outcome === "ready") await publishNotified(message, options, log);
+    await publishEmailSent(message, email, options, log);
     return "ack";
   };
 }
@@ -183,35 +184,47 @@ function logSent(email: JobEmail, sent: SentMail, delivery: Delivery, log: Logge
 }
 
 /**
- * Publishes the `notified` event; throws `RetryLaterError`, after logging, when the broker fails.
- * The redelivery then sends the email again under the same Message-ID.
+ * Builds the event that reports a sent email: `notified` for a ready MP3, or `failed` with the
+ * failure and `email_sent` set, because a failed job keeps its state and the gateway only records
+ * the email. The failure also moves a job that is not yet `failed` there, so the order in which
+ * the gateway receives this event and the converter's own `failed` event does not matter.
  */
-async function publishNotified(
+export function toEmailSentEvent(message: Mp3Message, outcome: JobEmail["outcome"]): JobEvent {
+  const base = { job_id: message.job_id, at: Date.now(), request_id: message.request_id };
+  if (outcome === "failed" && message.failure !== undefined) {
+    return { ...base, state: "failed", failure: message.failure, email_sent: true };
+  }
+  const event: JobEvent = { ...base, state: "notified" };
+  if (message.mp3_fid !== null) event.mp3_fid = message.mp3_fid;
+  return event;
+}
+
+/**
+ * Publishes the event of a sent email; throws `RetryLaterError`, after logging, when the broker
+ * fails. The redelivery then sends the email again under the same Message-ID.
+ */
+async function publishEmailSent(
   message: Mp3Message,
+  email: JobEmail,
   options: NotifyWorkerOptions,
   log: Logger,
 ): Promise<void> {
-  const event: JobEvent = {
-    job_id: message.job_id,
-    state: "notified",
-    at: Date.now(),
-    request_id: message.request_id,
-  };
-  if (message.mp3_fid !== null) event.mp3_fid = message.mp3_fid;
+  const event = toEmailSentEvent(message, email.outcome);
   try {
     await options.broker.publish(options.jobEventsQueue, encodeMessage(event), {
-      messageId: `${message.job_id}.notified`,
+      messageId:
+        event.state === "notified"
+          ? `${message.job_id}.notified`
+          : `${message.job_id}.failure-email`,
     });
   } catch (error) {
     log.warn(
-      { err: errorFields(error), queue: options.jobEventsQueue },
-      "notified event not published",
+      { err: errorFields(error), queue: options.jobEventsQueue, state: event.state },
+      "email event not published",
     );
     throw new RetryLaterError(
-      `notified event of job ${message.job_id} not published; retrying later`,
-      {
-        cause: error,
-      },
+      `${event.state} event of job ${message.job_id} not published; retrying later`,
+      { cause: error },
     );
   }
 }
