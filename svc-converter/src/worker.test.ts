@@ -23,7 +23,7 @@ import {
   type VideoMessage,
 } from "@mp3converter/lib/messages";
 import { type Broker, type Delivery, deadLetterQueueName } from "@mp3converter/lib/ports/broker";
-import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import { BlobExistsError, type BlobStore } from "@mp3converter/lib/ports/storage";
 import { readConverterConfig } from "./config.ts";
 import { type ConverterService, startConverter } from "./service.ts";
 import { CLIP_SECONDS, ffprobeJson, generateTestMedia, type TestMedia } from "./test-media.ts";
@@ -315,6 +315,67 @@ function storeFailingFirstMp3Put(store: BlobStore): BlobStore & { failedPuts: nu
   };
   return wrapper;
 }
+
+/** Wraps `store` so that the first MP3 put raises BlobExistsError and stores nothing. */
+function storeClaimingFirstMp3(store: BlobStore): BlobStore & { failedPuts: number } {
+  const wrapper = storeFailingFirstMp3Put(store);
+  const put = wrapper.put;
+  wrapper.put = async (...args: Parameters<BlobStore["put"]>) => {
+    if (args[0] === "mp3s" && wrapper.failedPuts === 0) {
+      wrapper.failedPuts += 1;
+      throw new BlobExistsError("mp3s", args[2].id ?? "");
+    }
+    return put(...args);
+  };
+  return wrapper;
+}
+
+test("invisible existing mp3 requeues the job", async () => {
+  const captured = capturingLogger();
+  const ownBroker = await openBroker("memory:", { logger: captured.logger });
+  const fileStore = await openBlobStore(`file:${join(dir, "claimed-files")}`, {
+    logger: captured.logger,
+  });
+  const claimingStore = storeClaimingFirstMp3(fileStore);
+  const config = readConverterConfig({
+    BROKER_URL: "memory:",
+    STORAGE_URL: `file:${join(dir, "claimed-files")}`,
+    HEALTH_PORT: "0",
+    WORK_DIR: workDir,
+  });
+  const service = await startConverter(config, {
+    broker: ownBroker,
+    store: claimingStore,
+    logger: captured.logger,
+  });
+  const states: string[] = [];
+  try {
+    await ownBroker.consume(
+      config.jobEventsQueue,
+      async (delivery) => {
+        states.push(decodeMessage(JobEventSchema, delivery.body).state);
+        return "ack";
+      },
+      { prefetch: 10 },
+    );
+    await fileStore.put("videos", createReadStream(media.m4aAudioOnly), {
+      id: "video-claimed",
+      filename: "voice.m4a",
+      contentType: "audio/mp4",
+    });
+    const message = videoMessage("job-claimed", "video-claimed", "voice.m4a");
+    await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
+    await waitFor("converted event", () => states.includes("converted"));
+
+    expect(claimingStore.failedPuts).toBe(1);
+    expect(states).toEqual(["converting", "converting", "converted"]);
+    expect(await fileStore.stat("mp3s", "job-claimed")).not.toBeNull();
+  } finally {
+    await service.stop();
+    await ownBroker.close();
+    await fileStore.close();
+  }
+});
 
 test("storage error requeues the message", async () => {
   const captured = capturingLogger();

@@ -208,11 +208,32 @@ async function storeMp3(
       contentType: MP3_CONTENT_TYPE,
     });
   } catch (error) {
-    // Another consumer stored the same job's MP3 first, which counts as done.
     if (!(error instanceof BlobExistsError)) throw error;
+    // Another consumer stored the same job's MP3 first, which counts as done once the blob is
+    // visible. The store raises the error also for a data file left without metadata by a crash,
+    // which it takes over only after a while, so the delivery fails and is retried later.
+    if (!(await waitForVisibleBlob(store, message.job_id))) {
+      throw new Error(
+        `mp3 blob ${message.job_id} exists but has no metadata yet; the job is retried later`,
+        { cause: error },
+      );
+    }
     log.info("mp3 was stored by a concurrent delivery of the same job");
   } finally {
     await file.close();
+  }
+}
+
+/** Time in milliseconds that a concurrent put of the same MP3 gets to make it visible. */
+const CONCURRENT_PUT_WAIT_MS = 2_000;
+
+/** Polls `stat` of `mp3s/<id>` until the blob is visible or `CONCURRENT_PUT_WAIT_MS` has passed. */
+async function waitForVisibleBlob(store: BlobStore, id: string): Promise<boolean> {
+  const deadline = Date.now() + CONCURRENT_PUT_WAIT_MS;
+  for (;;) {
+    if (await store.stat("mp3s", id)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 

@@ -7,8 +7,18 @@
  * name exists, so two puts of one id cannot both win. Last it renames the metadata into place.
  * The metadata file is what makes a blob visible, so a crash or an error never exposes a
  * half-written blob.
+ *
+ * A crash between the claim and the rename leaves an orphan: a data file without metadata, which
+ * `stat` and `open` do not see. Invariant: while a put runs, it sets the modification time of its
+ * files to the current time at least every `PARTIAL_TOUCH_INTERVAL_MS`, and the claimed data file
+ * is the same inode as its partial file. So a file in `.partial/`, or a data file without
+ * metadata, whose modification time is older than `STALE_FILE_AGE_MS` has no live put, and a put
+ * or a sweep may remove it. A put that meets such an orphan takes the id over instead of raising
+ * `BlobExistsError`. It raises that error for an orphan younger than the bound, because the orphan
+ * may be a live claim that becomes visible one rename later.
  */
 import { randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
 import {
   type FileHandle,
   link,
@@ -19,6 +29,7 @@ import {
   rename,
   stat,
   unlink,
+  utimes,
 } from "node:fs/promises";
 import path from "node:path";
 import { errorFields, type Logger } from "../log.ts";
@@ -40,17 +51,18 @@ import { openLazyFileBlob } from "../runtime.ts";
 const PARTIAL_DIR = ".partial";
 const METADATA_SUFFIX = ".json";
 
-/**
- * Age after which a file in `.partial/` counts as left behind by a crashed process. Every write
- * to a partial file refreshes its modification time, so only a put stalled this long is at risk.
- */
-const STALE_PARTIAL_AGE_MS = 60 * 60 * 1000;
+/** Interval in milliseconds at which a running put sets the modification time of its files. */
+const PARTIAL_TOUCH_INTERVAL_MS = 5_000;
 
 /**
- * Age after which a data file without metadata counts as left behind by a crash between the
- * claim and the rename. A live put stays in that state for the time of one rename.
+ * Age in milliseconds, by modification time, after which a file in `.partial/` or a data file
+ * without metadata counts as left behind by a crashed process. It is six touch intervals, so a
+ * live put whose event loop stalls for less than about 25 s keeps its files.
  */
-const ORPHAN_DATA_AGE_MS = 60 * 1000;
+const STALE_FILE_AGE_MS = 30_000;
+
+/** Interval in milliseconds between sweeps of stale files while the store is open. */
+const SWEEP_INTERVAL_MS = 30_000;
 
 /** Size of the chunks that `open` reads and enqueues. */
 const READ_CHUNK_BYTES = 64 * 1024;
@@ -103,6 +115,7 @@ class FileBlobStore implements BlobStore {
   readonly #partialDir: string;
   readonly #logger: Logger;
   #closed = false;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(root: string, logger: Logger) {
     this.#root = root;
@@ -114,6 +127,13 @@ class FileBlobStore implements BlobStore {
     await mkdir(this.#partialDir, { recursive: true });
     for (const bucket of BUCKETS) await mkdir(path.join(this.#root, bucket), { recursive: true });
     await this.#sweep();
+    // Several processes may share the root, so each keeps sweeping what crashed ones left.
+    this.#sweepTimer = setInterval(() => {
+      this.#sweep().catch((error: unknown) => {
+        this.#logger.warn({ err: errorFields(error), root: this.#root }, "blob store sweep failed");
+      });
+    }, SWEEP_INTERVAL_MS);
+    this.#sweepTimer.unref?.();
   }
 
   async put(
@@ -126,11 +146,16 @@ class FileBlobStore implements BlobStore {
     const id = options.id ?? newBlobId();
     checkId(id);
     const dataPath = this.#dataPath(bucket, id);
-    // Fails fast before reading a large source; the link below is the authoritative check.
-    if (await exists(dataPath)) throw new BlobExistsError(bucket, id);
+    // Fails fast before reading a large source; the claim below is the authoritative check.
+    if (await exists(this.#metadataPath(bucket, id))) throw new BlobExistsError(bucket, id);
 
     const partialData = this.#newPartialPath();
     const partialMetadata = `${partialData}${METADATA_SUFFIX}`;
+    const touchTimer = setInterval(() => {
+      void touchQuietly(partialData);
+      void touchQuietly(partialMetadata);
+    }, PARTIAL_TOUCH_INTERVAL_MS);
+    touchTimer.unref?.();
     let claimed = false;
     try {
       const size = await writeSource(partialData, source, options.maxBytes);
@@ -143,12 +168,7 @@ class FileBlobStore implements BlobStore {
         createdAt: new Date(),
       };
       await writeDurably(partialMetadata, JSON.stringify(toStored(info)));
-      try {
-        await link(partialData, dataPath);
-      } catch (error) {
-        if (errorCode(error) === "EEXIST") throw new BlobExistsError(bucket, id);
-        throw error;
-      }
+      await this.#claim(partialData, bucket, id);
       claimed = true;
       await rename(partialMetadata, this.#metadataPath(bucket, id));
       await syncDirectory(path.join(this.#root, bucket));
@@ -158,7 +178,72 @@ class FileBlobStore implements BlobStore {
       await this.#removeQuietly(partialMetadata);
       throw error;
     } finally {
+      clearInterval(touchTimer);
       await this.#removeQuietly(partialData);
+    }
+  }
+
+  /**
+   * Links `partialData` to `<bucket>/<id>`. When the name is taken by a stale orphan, removes the
+   * orphan and links once more. Raises `BlobExistsError` when the name is taken by a blob or by a
+   * data file that may belong to a live put.
+   */
+  async #claim(partialData: string, bucket: Bucket, id: string): Promise<void> {
+    const dataPath = this.#dataPath(bucket, id);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(partialData, dataPath);
+        return;
+      } catch (error) {
+        if (errorCode(error) !== "EEXIST") throw error;
+      }
+      if (attempt > 0 || (await exists(this.#metadataPath(bucket, id)))) {
+        throw new BlobExistsError(bucket, id);
+      }
+      const orphan = await stat(dataPath).catch(() => null);
+      if (orphan && !isStale(orphan, Date.now())) throw new BlobExistsError(bucket, id);
+      if (orphan && !(await this.#removeOrphan(dataPath, orphan))) {
+        throw new BlobExistsError(bucket, id);
+      }
+      this.#logger.info({ bucket, id }, "took over a blob id left without metadata by a crash");
+    }
+  }
+
+  /**
+   * Removes the data file at `dataPath` if it is still the file described by `orphan`, and
+   * returns false if another put claimed the name in the meantime. A plain unlink could remove
+   * that put's fresh claim, so the file is first renamed away (atomic, so only one of several
+   * removers gets it) and put back when it turns out to be another file.
+   */
+  async #removeOrphan(dataPath: string, orphan: Stats): Promise<boolean> {
+    const moved = this.#newPartialPath();
+    try {
+      await rename(dataPath, moved);
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return true;
+      throw error;
+    }
+    try {
+      const current = await stat(moved);
+      // Rename and link keep the modification time, and a new put's file has a later one.
+      const same =
+        current.ino === orphan.ino &&
+        current.dev === orphan.dev &&
+        current.mtimeMs === orphan.mtimeMs;
+      if (same) return true;
+      try {
+        await link(moved, dataPath);
+      } catch (error) {
+        // NOTE: only a third put that claims the id within this instant gets here, and then the
+        // put whose file was moved may report success for data that is gone.
+        this.#logger.error(
+          { err: errorFields(error), file: dataPath },
+          "failed to restore a claimed blob file moved by an orphan sweep",
+        );
+      }
+      return false;
+    } finally {
+      await this.#removeQuietly(moved);
     }
   }
 
@@ -209,6 +294,7 @@ class FileBlobStore implements BlobStore {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweepTimer);
   }
 
   #dataPath(bucket: Bucket, id: string): string {
@@ -247,32 +333,41 @@ class FileBlobStore implements BlobStore {
     }
   }
 
-  /** Removes what crashed processes left: old partial files and old data without metadata. */
+  /**
+   * Removes what crashed processes left: data files without metadata and files in `.partial/`,
+   * once their modification time is older than `STALE_FILE_AGE_MS`.
+   */
   async #sweep(): Promise<void> {
     const now = Date.now();
     let removed = 0;
-    for (const name of await readdir(this.#partialDir)) {
-      const file = path.join(this.#partialDir, name);
-      const info = await stat(file).catch(() => null);
-      if (info && now - info.mtimeMs > STALE_PARTIAL_AGE_MS && (await removeIfExists(file))) {
-        removed++;
-      }
-    }
     for (const bucket of BUCKETS) {
       const dir = path.join(this.#root, bucket);
       const names = new Set(await readdir(dir));
       for (const name of names) {
         if (name.endsWith(METADATA_SUFFIX) || names.has(`${name}${METADATA_SUFFIX}`)) continue;
         const file = path.join(dir, name);
-        // `link()` sets the change time, so it records when the data file was claimed.
         const info = await stat(file).catch(() => null);
-        if (info && now - info.ctimeMs > ORPHAN_DATA_AGE_MS && (await removeIfExists(file))) {
-          removed++;
-        }
+        if (info && isStale(info, now) && (await this.#removeOrphan(file, info))) removed++;
       }
+    }
+    for (const name of await readdir(this.#partialDir)) {
+      const file = path.join(this.#partialDir, name);
+      const info = await stat(file).catch(() => null);
+      if (info && isStale(info, now) && (await removeIfExists(file))) removed++;
     }
     if (removed > 0) this.#logger.info({ root: this.#root, removed }, "removed stale blob files");
   }
+}
+
+/** Tells whether no live put has touched the file for `STALE_FILE_AGE_MS`. */
+function isStale(info: Stats, now: number): boolean {
+  return now - info.mtimeMs > STALE_FILE_AGE_MS;
+}
+
+/** Sets the access and modification times of `file` to now, ignoring a file that is gone. */
+async function touchQuietly(file: string): Promise<void> {
+  const now = new Date();
+  await utimes(file, now, now).catch(() => {});
 }
 
 /** Returns a random 128-bit id, base64url-encoded (22 characters). */

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { MongoClient } from "mongodb";
@@ -404,18 +404,125 @@ describe("file blob store", () => {
   });
 
   test("open sweeps stale partial and orphan files", async () => {
-    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    // Older than the stale bound of 30 s, and younger than an hour.
+    const old = new Date(Date.now() - 2 * 60 * 1000);
     await mkdir(path.join(parent, ".partial"), { recursive: true });
     await mkdir(path.join(parent, "videos"), { recursive: true });
     await writeFile(path.join(parent, ".partial", "stale"), "x");
     await utimes(path.join(parent, ".partial", "stale"), old, old);
     await writeFile(path.join(parent, ".partial", "fresh"), "x");
-    // A data file without metadata whose change time is recent may belong to a live put.
+    await writeFile(path.join(parent, "videos", "old-orphan"), "x");
+    await utimes(path.join(parent, "videos", "old-orphan"), old, old);
+    // A data file without metadata whose modification time is recent may belong to a live put.
     await writeFile(path.join(parent, "videos", "recent-orphan"), "x");
 
     const store = await openBlobStore(`file:${parent}`, { logger });
     expect(await readdir(path.join(parent, ".partial"))).toEqual(["fresh"]);
     expect(await readdir(path.join(parent, "videos"))).toEqual(["recent-orphan"]);
+    await store.close();
+  });
+
+  test("put takes over a stale orphan", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    // What a crash between the claim and the metadata rename leaves behind.
+    const orphan = path.join(parent, "mp3s", "job-1");
+    await writeFile(orphan, "left by a crashed put");
+    const old = new Date(Date.now() - 2 * 60 * 1000);
+    await utimes(orphan, old, old);
+
+    const info = await store.put("mp3s", generated(1000), {
+      id: "job-1",
+      filename: "a.mp3",
+      contentType: "audio/mpeg",
+    });
+    expect(info.size).toBe(1000);
+    expect((await store.stat("mp3s", "job-1"))?.size).toBe(1000);
+    const [hash, size] = await sha256OfStream(streamOf(await store.open("mp3s", "job-1")));
+    expect(size).toBe(1000);
+    expect(hash).toBe(sha256OfPattern(1000));
+    expect(await readdir(path.join(parent, ".partial"))).toEqual([]);
+    await store.close();
+  });
+
+  test("put keeps a recent orphan", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    // A data file without metadata and a fresh modification time may be a live put's claim.
+    await writeFile(path.join(parent, "mp3s", "job-2"), "claimed by a live put");
+    const put = store.put("mp3s", generated(10), {
+      id: "job-2",
+      filename: "a.mp3",
+      contentType: "audio/mpeg",
+    });
+    await expect(put).rejects.toBeInstanceOf(BlobExistsError);
+    expect(await readdir(path.join(parent, "mp3s"))).toEqual(["job-2"]);
+    await store.close();
+  });
+
+  test("concurrent takeovers of one orphan: one wins", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    const orphan = path.join(parent, "mp3s", "job-3");
+    await writeFile(orphan, "left by a crashed put");
+    const old = new Date(Date.now() - 2 * 60 * 1000);
+    await utimes(orphan, old, old);
+
+    const options = { id: "job-3", filename: "a.mp3", contentType: "audio/mpeg" };
+    const results = await Promise.allSettled([
+      store.put("mp3s", generated(100), options),
+      store.put("mp3s", generated(200), options),
+    ]);
+    const won = results.filter((result) => result.status === "fulfilled");
+    const lost = results.filter((result) => result.status === "rejected");
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    expect((lost[0] as PromiseRejectedResult).reason).toBeInstanceOf(BlobExistsError);
+    const size = (won[0] as PromiseFulfilledResult<{ size: number }>).value.size;
+    const [, readSize] = await sha256OfStream(streamOf(await store.open("mp3s", "job-3")));
+    expect(readSize).toBe(size);
+    await store.close();
+  });
+
+  test("stalled put keeps its partial file", async () => {
+    const store = await openBlobStore(`file:${parent}`, { logger });
+    const partialDir = path.join(parent, ".partial");
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    async function* stalled() {
+      yield patternBytes(0, 10);
+      await released;
+      yield patternBytes(10, 10);
+    }
+    const put = store.put("videos", stalled(), {
+      id: "slow",
+      filename: "s",
+      contentType: "video/mp4",
+    });
+    try {
+      let names: string[] = [];
+      while (names.length === 0) {
+        names = await readdir(partialDir);
+        await Bun.sleep(10);
+      }
+      const partial = path.join(partialDir, names[0] ?? "");
+      const old = new Date(Date.now() - 2 * 60 * 1000);
+      await utimes(partial, old, old);
+      // The put touches its file every 5 s although the source sends nothing.
+      const deadline = Date.now() + 10_000;
+      while ((await stat(partial)).mtimeMs < Date.now() - 60_000 && Date.now() < deadline) {
+        await Bun.sleep(100);
+      }
+      expect((await stat(partial)).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
+
+      // A second store on the same root sweeps at open, as a restarted process would.
+      const other = await openBlobStore(`file:${parent}`, { logger });
+      await other.close();
+      expect(await readdir(partialDir)).toEqual(names);
+    } finally {
+      release();
+    }
+    expect((await put).size).toBe(20);
+    expect(await readdir(partialDir)).toEqual([]);
     await store.close();
   });
 
