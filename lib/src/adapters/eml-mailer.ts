@@ -4,10 +4,10 @@
  * the file has the same headers and MIME structure that SMTP would send.
  */
 import { randomBytes } from "node:crypto";
-import { access, constants, mkdir, open, rename, unlink } from "node:fs/promises";
+import { access, constants, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import nodemailer from "nodemailer";
-import type { Logger } from "../log.ts";
+import { errorFields, type Logger } from "../log.ts";
 import {
   MailConfigurationError,
   type Mailer,
@@ -17,6 +17,19 @@ import {
 
 /** Maximum length of the file name part taken from the Message-ID. */
 const MAX_ID_LENGTH = 100;
+
+/** Name pattern of the temporary files that `writeAtomically` creates. */
+const PARTIAL_NAME = /^\.[0-9a-f]{16}\.eml\.partial$/;
+
+/**
+ * Age in milliseconds, by modification time, after which a temporary outbox file counts as left
+ * behind by a crashed process. A writer writes the whole message in one call, syncs it and renames
+ * it, so a live temporary file is only as old as one write and one sync of a small file.
+ */
+const STALE_PARTIAL_AGE_MS = 60_000;
+
+/** Interval in milliseconds between sweeps of stale temporary files while the mailer is open. */
+const SWEEP_INTERVAL_MS = 60_000;
 
 export interface EmlMailerOptions {
   logger: Logger;
@@ -56,9 +69,14 @@ class EmlMailer implements Mailer {
     disableUrlAccess: true,
   });
 
+  readonly #sweepTimer: ReturnType<typeof setInterval>;
+
   constructor(directory: string, logger: Logger) {
     this.#directory = directory;
     this.#logger = logger;
+    // Several processes may share the outbox, so each keeps sweeping what crashed ones left.
+    this.#sweepTimer = setInterval(() => void this.#sweepQuietly(), SWEEP_INTERVAL_MS);
+    this.#sweepTimer.unref?.();
   }
 
   async verify(): Promise<void> {
@@ -72,6 +90,7 @@ class EmlMailer implements Mailer {
         { cause: error, code: (error as { code?: string }).code },
       );
     }
+    await this.#sweepQuietly();
   }
 
   async send(message: MailMessage): Promise<SentMail> {
@@ -97,8 +116,50 @@ class EmlMailer implements Mailer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#sweepTimer);
     this.#transport.close();
   }
+
+  /** Removes temporary files older than `STALE_PARTIAL_AGE_MS`, and logs instead of throwing. */
+  async #sweepQuietly(): Promise<void> {
+    try {
+      const removed = await removeStalePartials(this.#directory, Date.now());
+      if (removed > 0) {
+        this.#logger.info({ directory: this.#directory, removed }, "removed stale outbox files");
+      }
+    } catch (error) {
+      this.#logger.warn(
+        { err: errorFields(error), directory: this.#directory },
+        "outbox sweep failed",
+      );
+    }
+  }
+}
+
+/** Removes the temporary files in `directory` older than `STALE_PARTIAL_AGE_MS`; returns the count. */
+async function removeStalePartials(directory: string, now: number): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(directory);
+  } catch (error) {
+    // The outbox is created at the first send.
+    if ((error as { code?: string }).code === "ENOENT") return 0;
+    throw error;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!PARTIAL_NAME.test(name)) continue;
+    const file = path.join(directory, name);
+    const info = await stat(file).catch(() => null);
+    if (info === null || now - info.mtimeMs <= STALE_PARTIAL_AGE_MS) continue;
+    try {
+      await unlink(file);
+      removed++;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "ENOENT") throw error;
+    }
+  }
+  return removed;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { simpleParser } from "mailparser";
@@ -69,6 +69,25 @@ describe("file outbox mailer", () => {
       [path.basename(first.path ?? ""), path.basename(second.path ?? "")].sort(),
     );
     for (const name of names) expect(name.endsWith(".eml")).toBe(true);
+  });
+
+  test("verify sweeps stale temporary files", async () => {
+    await mkdir(outbox, { recursive: true });
+    const stale = ".0123456789abcdef.eml.partial";
+    const live = ".fedcba9876543210.eml.partial";
+    await writeFile(path.join(outbox, stale), "left by a crashed writer");
+    const old = new Date(Date.now() - 2 * 60 * 1000);
+    await utimes(path.join(outbox, stale), old, old);
+    // Written just now, as by a writer in another process that has not renamed it yet.
+    await writeFile(path.join(outbox, live), "being written");
+    await writeFile(path.join(outbox, "old.eml"), "a sent message");
+    await utimes(path.join(outbox, "old.eml"), old, old);
+
+    const mailer = await openMailer(`file:${outbox}`, { logger });
+    await mailer.verify();
+    await mailer.close();
+
+    expect((await readdir(outbox)).sort()).toEqual([live, "old.eml"].sort());
   });
 
   test("unsafe Message-ID characters stay out of the file name", async () => {
