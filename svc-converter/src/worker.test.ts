@@ -330,22 +330,28 @@ function storeClaimingFirstMp3(store: BlobStore): BlobStore & { failedPuts: numb
   return wrapper;
 }
 
-test("invisible existing mp3 requeues the job", async () => {
+/**
+ * Converts one M4A as job `job-<name>` through a converter whose store is `wrap` around a file
+ * store, and returns what happened once the job is converted.
+ */
+async function convertThroughStore(
+  name: string,
+  wrap: (store: BlobStore) => BlobStore & { failedPuts: number },
+) {
   const captured = capturingLogger();
   const ownBroker = await openBroker("memory:", { logger: captured.logger });
-  const fileStore = await openBlobStore(`file:${join(dir, "claimed-files")}`, {
-    logger: captured.logger,
-  });
-  const claimingStore = storeClaimingFirstMp3(fileStore);
+  const storageUrl = `file:${join(dir, `${name}-files`)}`;
+  const fileStore = await openBlobStore(storageUrl, { logger: captured.logger });
+  const wrapped = wrap(fileStore);
   const config = readConverterConfig({
     BROKER_URL: "memory:",
-    STORAGE_URL: `file:${join(dir, "claimed-files")}`,
+    STORAGE_URL: storageUrl,
     HEALTH_PORT: "0",
     WORK_DIR: workDir,
   });
   const service = await startConverter(config, {
     broker: ownBroker,
-    store: claimingStore,
+    store: wrapped,
     logger: captured.logger,
   });
   const states: string[] = [];
@@ -359,74 +365,41 @@ test("invisible existing mp3 requeues the job", async () => {
       { prefetch: 10 },
     );
     await fileStore.put("videos", createReadStream(media.m4aAudioOnly), {
-      id: "video-claimed",
+      id: `video-${name}`,
       filename: "voice.m4a",
       contentType: "audio/mp4",
     });
-    const message = videoMessage("job-claimed", "video-claimed", "voice.m4a");
+    const message = videoMessage(`job-${name}`, `video-${name}`, "voice.m4a");
     await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
     await waitFor("converted event", () => states.includes("converted"));
-
-    expect(claimingStore.failedPuts).toBe(1);
-    expect(states).toEqual(["converting", "converting", "converted"]);
-    expect(await fileStore.stat("mp3s", "job-claimed")).not.toBeNull();
+    const mp3 = await fileStore.stat("mp3s", `job-${name}`);
+    return { states, failedPuts: wrapped.failedPuts, lines: captured.lines, mp3 };
   } finally {
     await service.stop();
     await ownBroker.close();
     await fileStore.close();
   }
+}
+
+test("invisible existing mp3 requeues the job", async () => {
+  const run = await convertThroughStore("claimed", storeClaimingFirstMp3);
+
+  expect(run.failedPuts).toBe(1);
+  expect(run.states).toEqual(["converting", "converting", "converted"]);
+  expect(run.mp3).not.toBeNull();
 });
 
 test("storage error requeues the message", async () => {
-  const captured = capturingLogger();
-  const ownBroker = await openBroker("memory:", { logger: captured.logger });
-  const fileStore = await openBlobStore(`file:${join(dir, "flaky-files")}`, {
-    logger: captured.logger,
-  });
-  const flakyStore = storeFailingFirstMp3Put(fileStore);
-  const config = readConverterConfig({
-    BROKER_URL: "memory:",
-    STORAGE_URL: `file:${join(dir, "flaky-files")}`,
-    HEALTH_PORT: "0",
-    WORK_DIR: workDir,
-  });
-  const flakyService = await startConverter(config, {
-    broker: ownBroker,
-    store: flakyStore,
-    logger: captured.logger,
-  });
-  const states: string[] = [];
-  try {
-    await ownBroker.consume(
-      config.jobEventsQueue,
-      async (delivery) => {
-        states.push(decodeMessage(JobEventSchema, delivery.body).state);
-        return "ack";
-      },
-      { prefetch: 10 },
-    );
-    await fileStore.put("videos", createReadStream(media.m4aAudioOnly), {
-      id: "video-flaky",
-      filename: "voice.m4a",
-      contentType: "audio/mp4",
-    });
-    const message = videoMessage("job-flaky", "video-flaky", "voice.m4a");
-    await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
-    await waitFor("converted event", () => states.includes("converted"));
+  const run = await convertThroughStore("flaky", storeFailingFirstMp3Put);
 
-    expect(flakyStore.failedPuts).toBe(1);
-    expect(states).toEqual(["converting", "converting", "converted"]);
-    expect(await fileStore.stat("mp3s", "job-flaky")).not.toBeNull();
-    const interrupted = captured.lines.filter((line) =>
-      String(line.msg).startsWith("conversion interrupted"),
-    );
-    expect(interrupted).toHaveLength(1);
-    expect(interrupted[0]?.job_id).toBe("job-flaky");
-  } finally {
-    await flakyService.stop();
-    await ownBroker.close();
-    await fileStore.close();
-  }
+  expect(run.failedPuts).toBe(1);
+  expect(run.states).toEqual(["converting", "converting", "converted"]);
+  expect(run.mp3).not.toBeNull();
+  const interrupted = run.lines.filter((line) =>
+    String(line.msg).startsWith("conversion interrupted"),
+  );
+  expect(interrupted).toHaveLength(1);
+  expect(interrupted[0]?.job_id).toBe("job-flaky");
 });
 
 test("stop after the drain requeues the job", async () => {
