@@ -11,6 +11,7 @@ import { encodeMessage, type Failure, type Mp3Message } from "@mp3converter/lib/
 import type { Broker } from "@mp3converter/lib/ports/broker";
 import { REQUEST_ID_HEADER } from "@mp3converter/lib/request-id";
 import type { JobCursor, JobRecord, JobStore } from "./jobs-store.ts";
+import { toVideoMessage } from "./outbox.ts";
 
 /** Number of failed jobs read from the jobs table at a time. */
 const RECOVERY_PAGE_SIZE = 100;
@@ -30,15 +31,7 @@ export interface FailureRecoveryDeps {
 
 /** Builds the `mp3` message that asks notify to email the user about a failed job. */
 export function toFailureMessage(job: JobRecord): Mp3Message {
-  return {
-    job_id: job.id,
-    video_fid: job.videoFid,
-    mp3_fid: null,
-    username: job.ownerEmail,
-    filename: job.filename,
-    request_id: job.requestId,
-    failure: job.failure ?? UNKNOWN_FAILURE,
-  };
+  return { ...toVideoMessage(job), failure: job.failure ?? UNKNOWN_FAILURE };
 }
 
 /**
