@@ -7,6 +7,17 @@ import { type ParsedMail, simpleParser } from "mailparser";
 import { generate } from "selfsigned";
 import { SMTPServer } from "smtp-server";
 
+/** One message with the SMTP session it arrived in. */
+export interface TestSmtpDelivery {
+  /** Whether the session was encrypted, by STARTTLS or implicit TLS. */
+  secure: boolean;
+  /** The authenticated user, as `onAuth` accepted it. */
+  user: unknown;
+  /** Envelope recipients (RCPT TO). */
+  recipients: string[];
+  mail: ParsedMail;
+}
+
 export interface TestSmtpServer {
   port: number;
   /** PEM certificate of the server, for the client's CA option. */
@@ -14,6 +25,8 @@ export interface TestSmtpServer {
   username: string;
   password: string;
   received: ParsedMail[];
+  /** The same messages as `received`, with their sessions. */
+  deliveries: TestSmtpDelivery[];
   close(): Promise<void>;
 }
 
@@ -36,6 +49,7 @@ export async function startTestSmtpServer(): Promise<TestSmtpServer> {
   const username = "mailer";
   const password = `smtp-${crypto.randomUUID()}`;
   const received: ParsedMail[] = [];
+  const deliveries: TestSmtpDelivery[] = [];
   const server = new SMTPServer({
     key: pems.private,
     cert: pems.cert,
@@ -49,10 +63,16 @@ export async function startTestSmtpServer(): Promise<TestSmtpServer> {
         callback(new Error("Invalid username or password"));
       }
     },
-    onData(stream, _session, callback) {
+    onData(stream, session, callback) {
       simpleParser(stream)
         .then((mail) => {
           received.push(mail);
+          deliveries.push({
+            secure: session.secure,
+            user: session.user,
+            recipients: session.envelope.rcptTo.map((recipient) => recipient.address),
+            mail,
+          });
           callback();
         })
         .catch((error: Error) => callback(error));
@@ -72,6 +92,7 @@ export async function startTestSmtpServer(): Promise<TestSmtpServer> {
     username,
     password,
     received,
+    deliveries,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

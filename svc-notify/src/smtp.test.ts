@@ -13,9 +13,7 @@ import { createLogger } from "@mp3converter/lib/log";
 import { encodeMessage, type Mp3Message } from "@mp3converter/lib/messages";
 import type { Broker } from "@mp3converter/lib/ports/broker";
 import { MailConfigurationError } from "@mp3converter/lib/ports/mail";
-import { type ParsedMail, simpleParser } from "mailparser";
-import { generate } from "selfsigned";
-import { SMTPServer } from "smtp-server";
+import { startTestSmtpServer, type TestSmtpServer } from "../../lib/system/smtp-test-server.ts";
 import { readNotifyConfig } from "./config.ts";
 import { type NotifyService, startNotify } from "./service.ts";
 import { mailSettingToFix } from "./worker.ts";
@@ -23,79 +21,12 @@ import { mailSettingToFix } from "./worker.ts";
 const WAIT_DEADLINE_MS = 15_000;
 setDefaultTimeout(30_000);
 
-const USERNAME = "notify";
-const PASSWORD = `smtp-${crypto.randomUUID()}`;
-
-/** One message as the SMTP server received it. */
-interface ReceivedMail {
-  secure: boolean;
-  user: unknown;
-  recipients: string[];
-  mail: ParsedMail;
-}
-
 async function waitFor(what: string, condition: () => boolean): Promise<void> {
   const deadline = Date.now() + WAIT_DEADLINE_MS;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${WAIT_DEADLINE_MS} ms: ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-}
-
-async function makeCertificate() {
-  return generate([{ name: "commonName", value: "localhost" }], {
-    keySize: 2048,
-    algorithm: "sha256",
-    extensions: [
-      { name: "basicConstraints", cA: false },
-      {
-        name: "subjectAltName",
-        altNames: [
-          { type: 2, value: "localhost" },
-          { type: 7, ip: "127.0.0.1" },
-        ],
-      },
-    ],
-  });
-}
-
-async function startSmtpServer(key: string, cert: string, received: ReceivedMail[]) {
-  const server = new SMTPServer({
-    key,
-    cert,
-    authMethods: ["PLAIN", "LOGIN"],
-    logger: false,
-    onAuth(auth, _session, callback) {
-      if (auth.username === USERNAME && auth.password === PASSWORD) {
-        callback(null, { user: USERNAME });
-      } else {
-        callback(new Error("Invalid username or password"));
-      }
-    },
-    onData(stream, session, callback) {
-      simpleParser(stream).then(
-        (mail) => {
-          received.push({
-            secure: session.secure,
-            user: session.user,
-            recipients: session.envelope.rcptTo.map((r) => r.address),
-            mail,
-          });
-          callback();
-        },
-        (error: Error) => callback(error),
-      );
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.server.address();
-      if (address && typeof address === "object") resolve(address.port);
-      else reject(new Error("SMTP server has no port"));
-    });
-  });
-  return { server, port };
 }
 
 /** Returns a port of 127.0.0.1 that was free a moment ago, so connecting to it is refused. */
@@ -110,17 +41,20 @@ async function unusedPort(): Promise<number> {
 
 describe("notify over SMTP with STARTTLS", () => {
   const logger = createLogger({ service: "notify-smtp-test", level: "silent" });
-  const received: ReceivedMail[] = [];
   const dir = mkdtempSync(join(tmpdir(), "notify-smtp-"));
   const caFile = join(dir, "ca.pem");
-  let smtp: SMTPServer;
-  let port: number;
+  let smtp: TestSmtpServer;
   let broker: Broker;
+
+  /** Returns `smtp:` or `smtps:` URL of the test server, or of `port`, with `password`. */
+  function mailUrl(scheme: string, password = smtp.password, port = smtp.port) {
+    return `${scheme}://${smtp.username}:${encodeURIComponent(password)}@127.0.0.1:${port}`;
+  }
 
   function env(overrides: Record<string, string> = {}) {
     return {
       BROKER_URL: "memory:",
-      MAIL_URL: `smtp://${USERNAME}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}`,
+      MAIL_URL: mailUrl("smtp"),
       MAIL_TLS_CA_FILE: caFile,
       PUBLIC_URL: "http://127.0.0.1:8080",
       MP3_QUEUE: `test-notify-${crypto.randomUUID().slice(0, 8)}-mp3`,
@@ -130,15 +64,14 @@ describe("notify over SMTP with STARTTLS", () => {
   }
 
   beforeAll(async () => {
-    const pems = await makeCertificate();
-    writeFileSync(caFile, pems.cert);
-    ({ server: smtp, port } = await startSmtpServer(pems.private, pems.cert, received));
+    smtp = await startTestSmtpServer();
+    writeFileSync(caFile, smtp.certificate);
     broker = await openBroker("memory:", { logger });
   });
 
   afterAll(async () => {
     await broker?.close();
-    await new Promise<void>((resolve) => (smtp ? smtp.close(() => resolve()) : resolve()));
+    await smtp?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -155,16 +88,16 @@ describe("notify over SMTP with STARTTLS", () => {
         request_id: "req-smtp",
       };
       await broker.publish(config.mp3Queue, encodeMessage(message));
-      await waitFor("email at the SMTP server", () => received.length === 1);
+      await waitFor("email at the SMTP server", () => smtp.deliveries.length === 1);
 
-      const got = received[0] as ReceivedMail;
-      expect(got.secure).toBe(true);
-      expect(got.user).toBe(USERNAME);
-      expect(got.recipients).toEqual(["bob@example.com"]);
-      expect(got.mail.subject).toBe("Your MP3 is ready: lecture.mp3");
-      expect(got.mail.messageId).toBe(`<${message.job_id}.ready@mp3converter>`);
-      expect(got.mail.text).toContain("http://127.0.0.1:8080/download?fid=mp3-1");
-      expect(got.mail.html).toContain('href="http://127.0.0.1:8080/download?fid=mp3-1"');
+      const got = smtp.deliveries[0];
+      expect(got?.secure).toBe(true);
+      expect(got?.user).toBe(smtp.username);
+      expect(got?.recipients).toEqual(["bob@example.com"]);
+      expect(got?.mail.subject).toBe("Your MP3 is ready: lecture.mp3");
+      expect(got?.mail.messageId).toBe(`<${message.job_id}.ready@mp3converter>`);
+      expect(got?.mail.text).toContain("http://127.0.0.1:8080/download?fid=mp3-1");
+      expect(got?.mail.html).toContain('href="http://127.0.0.1:8080/download?fid=mp3-1"');
     } finally {
       await service.stop();
     }
@@ -183,8 +116,7 @@ describe("notify over SMTP with STARTTLS", () => {
   }
 
   test("wrong password fails start-up", async () => {
-    const mailUrl = `smtp://${USERNAME}:wrong-password@127.0.0.1:${port}`;
-    const error = await startupError({ MAIL_URL: mailUrl });
+    const error = await startupError({ MAIL_URL: mailUrl("smtp", "wrong-password") });
     expect(error).toBeInstanceOf(MailConfigurationError);
     expect(mailSettingToFix(error as MailConfigurationError)).toBe(
       "the user name and password in MAIL_URL",
@@ -198,8 +130,7 @@ describe("notify over SMTP with STARTTLS", () => {
   });
 
   test("smtps on a STARTTLS port fails start-up", async () => {
-    const mailUrl = `smtps://${USERNAME}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}`;
-    const error = await startupError({ MAIL_URL: mailUrl });
+    const error = await startupError({ MAIL_URL: mailUrl("smtps") });
     expect(error).toBeInstanceOf(MailConfigurationError);
     expect(mailSettingToFix(error as MailConfigurationError)).toStartWith(
       "the scheme and port of MAIL_URL",
@@ -208,7 +139,7 @@ describe("notify over SMTP with STARTTLS", () => {
 
   test("unreachable server still starts", async () => {
     const closedPort = await unusedPort();
-    const mailUrl = `smtp://${USERNAME}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${closedPort}`;
-    expect(await startupError({ MAIL_URL: mailUrl })).toBeNull();
+    const url = mailUrl("smtp", smtp.password, closedPort);
+    expect(await startupError({ MAIL_URL: url })).toBeNull();
   });
 });
