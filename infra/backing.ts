@@ -118,7 +118,7 @@ function deployMysql(
       ports: [{ name: "mysql", port: 3306 }],
       secrets: { MYSQL_ROOT_PASSWORD: rootPassword, MYSQL_USER, MYSQL_PASSWORD: password },
       env: { MYSQL_DATABASE },
-      // `mysqladmin ping` exits 0 once the server answers, even without credentials. Over TCP it
+      // `mysqladmin ping` exits 0 once the server responds, even without credentials. Over TCP it
       // fails during first-start initialization, which runs with networking off.
       readinessCommand: ["mysqladmin", "ping", "--host=127.0.0.1", "--silent"],
       livenessPort: "mysql",

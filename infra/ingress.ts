@@ -11,7 +11,7 @@ const MIB = 1024 * 1024;
 /**
  * Room for the multipart boundaries and part headers around the file. The gateway's
  * `UPLOAD_MAX_BYTES` counts the file only, so nginx allows this much more and the gateway
- * answers an oversized upload with its own JSON 413 error instead of nginx's HTML page.
+ * rejects an oversized upload with its own JSON 413 error instead of nginx's HTML page.
  */
 const MULTIPART_ALLOWANCE_BYTES = MIB;
 

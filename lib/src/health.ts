@@ -1,7 +1,7 @@
 /**
- * Health endpoints for Kubernetes probes. `/healthz` answers 200 while the process runs.
- * `/readyz` runs every dependency check and answers 503 naming each required one that failed.
- * When only optional dependencies fail, it answers 200 with `status: "degraded"` and names them.
+ * Health endpoints for Kubernetes probes. `/healthz` returns 200 while the process runs.
+ * `/readyz` runs every dependency check and returns 503 naming each required one that failed.
+ * When only optional dependencies fail, it returns 200 with `status: "degraded"` and names them.
  */
 import { Elysia } from "elysia";
 import type { Logger } from "./log.ts";

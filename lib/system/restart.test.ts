@@ -331,9 +331,9 @@ describe("SIGKILL", () => {
 });
 
 /**
- * Killing the process in the short window between the gateway's update to `failed` and notify's
- * email is too rare to hit by timing, so this case rebuilds the state such a kill leaves behind:
- * the job is `failed`, its email was never written and none is recorded.
+ * A kill in the short window between the gateway's update to `failed` and notify's email is too
+ * rare to hit by timing. So this case rebuilds the state such a kill leaves behind: the job is
+ * `failed`, its email was never written and none is recorded.
  */
 describe("failure email lost in a crash", () => {
   let system: AllInOne | undefined;

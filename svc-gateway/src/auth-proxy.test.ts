@@ -1,6 +1,6 @@
 /**
  * The login and signup proxy against a small upstream on 127.0.0.1 that records what reached it
- * and answers as auth does. Also `/readyz`, which checks auth's JWK set.
+ * and responds as auth does. Also `/readyz`, which checks auth's JWK set.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { createLogger } from "@mp3converter/lib/log";
@@ -20,7 +20,7 @@ let upstream: Server;
 let received: Received[] = [];
 let harness: Harness;
 
-/** Answers like auth: 200 with a token for `/login`, 429 with Retry-After for `/login?busy`. */
+/** Responds like auth: 200 with a token for `/login`, 429 with Retry-After for `/login?busy`. */
 async function fakeAuth(request: Request): Promise<Response> {
   const url = new URL(request.url);
   received.push({

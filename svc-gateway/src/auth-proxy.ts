@@ -1,5 +1,5 @@
 /**
- * Forwards `POST /login` and `POST /signup` to the auth service and relays its answer, so that
+ * Forwards `POST /login` and `POST /signup` to the auth service and relays its response, so that
  * clients only ever talk to the gateway. Auth sees the request id and the client address.
  */
 import { AppError } from "@mp3converter/lib/errors";
@@ -14,7 +14,7 @@ export const AUTH_FORWARD_MAX_BODY_BYTES = 16 * 1024;
 /** Maximum size of an auth response the gateway relays. */
 const AUTH_RESPONSE_MAX_BYTES = 64 * 1024;
 
-/** Time auth has to answer one forwarded request. */
+/** Time auth has to respond to one forwarded request. */
 export const AUTH_TIMEOUT_MS = 10_000;
 
 /** Request headers that are copied to auth when present. */

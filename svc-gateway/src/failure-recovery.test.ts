@@ -1,7 +1,7 @@
 /**
- * Tests the recovery of failure emails at start-up: a failed job whose email was not recorded is
- * sent to notify's queue again from its stored failure, and the `failed` event that notify
- * publishes after the email records it, so the next start sends nothing.
+ * Recovery of failure emails at start-up. A failed job whose email was not recorded is sent to
+ * notify's queue again from its stored failure. The `failed` event that notify publishes after
+ * the email records it, so the next start sends nothing.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {

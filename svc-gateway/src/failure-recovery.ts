@@ -29,7 +29,7 @@ export interface FailureRecoveryDeps {
   mp3Queue: string;
 }
 
-/** Builds the `mp3` message that asks notify to email the user about a failed job. */
+/** Builds the `mp3` message from which notify emails the user about a failed job. */
 export function toFailureMessage(job: JobRecord): Mp3Message {
   return { ...toVideoMessage(job), failure: job.failure ?? UNKNOWN_FAILURE };
 }

@@ -314,7 +314,7 @@ describe("job events", () => {
     return h.broker.publish(h.jobEventsQueue, encodeMessage(full), { messageId: event.job_id });
   }
 
-  /** The VideoMessage the gateway published for job `id`. */
+  /** Returns the VideoMessage the gateway published for job `id`. */
   function videoMessageFor(id: string) {
     return {
       job_id: id,

@@ -132,7 +132,7 @@ export async function startGateway(
       port: config.port,
       hostname: config.host,
       // Every route limits the body it reads and rejects a larger one with a JSON 413. A server
-      // limit would reject first, with an empty 413, before the app sees the request.
+      // limit would reject first, with an empty 413, before the app reads the request.
       maxRequestBodyBytes: Number.MAX_SAFE_INTEGER,
     });
     let serving: Promise<void> | undefined;
