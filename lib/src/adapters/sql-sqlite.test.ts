@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { createLogger } from "../log.ts";
 import type { Migration } from "../ports/sql.ts";
 import { openSqlDatabase } from "./sql.ts";
@@ -85,6 +86,26 @@ describe("sqlite adapter", () => {
     expect(tables).toEqual([]);
     await db.close();
   });
+
+  test("open waits out a lock held past the busy timeout", async () => {
+    const path = join(dir, "locked.db");
+    const holder = new DatabaseSync(path);
+    holder.exec("PRAGMA journal_mode = DELETE");
+    holder.exec("BEGIN EXCLUSIVE");
+    // The busy handler blocks the event loop, so this timer fires only after the first attempt
+    // has failed. A later attempt then finds the lock free.
+    const release = setTimeout(() => holder.exec("COMMIT"), 50);
+    try {
+      const db = await openSqlDatabase(`sqlite:${path}`, { logger });
+      const [mode] = await db.query<{ journal_mode: string }>("PRAGMA journal_mode");
+      expect(mode?.journal_mode).toBe("wal");
+      await db.close();
+    } finally {
+      clearTimeout(release);
+      if (holder.isTransaction) holder.exec("COMMIT");
+      holder.close();
+    }
+  }, 20_000);
 
   test("processes migrating at once apply each migration once", async () => {
     const path = join(dir, "shared.db");

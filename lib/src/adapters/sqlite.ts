@@ -29,6 +29,9 @@ import {
  */
 const BUSY_TIMEOUT_MS = 5_000;
 
+/** Primary result code of SQLITE_BUSY; extended codes keep it in their low byte. */
+const SQLITE_BUSY = 5;
+
 /** Extended result codes of SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY. */
 const UNIQUE_ERROR_CODES = new Set([2067, 1555]);
 
@@ -59,7 +62,7 @@ export async function openSqliteDatabase(
   const db = new DatabaseSync(path);
   try {
     db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    db.exec("PRAGMA journal_mode = WAL");
+    await execRetryingBusy(db, "PRAGMA journal_mode = WAL");
     db.exec("PRAGMA foreign_keys = ON");
   } catch (error) {
     db.close();
@@ -67,6 +70,31 @@ export async function openSqliteDatabase(
   }
   options.logger.info({ dialect: "sqlite", path }, "sql database opened");
   return new SqliteDatabase(db, options.logger);
+}
+
+function isBusyError(error: unknown): boolean {
+  const errcode = (error as { errcode?: unknown } | null)?.errcode;
+  return typeof errcode === "number" && (errcode & 0xff) === SQLITE_BUSY;
+}
+
+/**
+ * Runs a statement again while it fails with SQLITE_BUSY, for up to BUSY_TIMEOUT_MS after the
+ * first failure. Setting WAL mode failed this way when three processes opened one new database
+ * at once, because SQLite does not always call its busy handler for that lock.
+ */
+async function execRetryingBusy(db: DatabaseSync, sql: string): Promise<void> {
+  let deadline: number | undefined;
+  for (let delayMs = 10; ; delayMs = Math.min(delayMs * 2, 250)) {
+    try {
+      db.exec(sql);
+      return;
+    } catch (error) {
+      if (!isBusyError(error)) throw error;
+      deadline ??= Date.now() + BUSY_TIMEOUT_MS;
+      if (Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
 }
 
 /** Serializes async sections, so that a transaction has the connection to itself. */
