@@ -39,6 +39,9 @@ export function createLogger(options: LoggerOptions): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
     redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    // pino's default `err` serializer names every plain object "Object", which would overwrite
+    // the `type` that errorFields records, so only Error instances are serialized here.
+    serializers: { err: (value: unknown) => (value instanceof Error ? errorFields(value) : value) },
   };
   return options.destination ? pino(pinoOptions, options.destination) : pino(pinoOptions);
 }
