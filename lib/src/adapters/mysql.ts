@@ -32,6 +32,20 @@ const DEFAULT_PORT = 3306;
 /** MySQL and MariaDB reject `GET_LOCK` names longer than this. */
 const LOCK_NAME_MAX_LENGTH = 64;
 
+const DEFAULT_CONNECT_WAIT_SECONDS = 30;
+const CONNECT_RETRY_MIN_MS = 500;
+const CONNECT_RETRY_MAX_MS = 5_000;
+/** Error codes of a server that is down, starting or not resolvable yet, retried when opening. */
+const UNREACHABLE_ERROR_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "PROTOCOL_CONNECTION_LOST",
+]);
+
 /** mysql2 `errno` of ER_DUP_ENTRY, raised for a duplicate key. */
 const ER_DUP_ENTRY = 1062;
 
@@ -82,7 +96,11 @@ export function parseMysqlUrl(url: string): MysqlTarget {
   };
 }
 
-/** Opens a pool for the database in `url`; connections are made on first use. */
+/**
+ * Opens a pool for the database in `url` and checks that one connection works. While the server
+ * is unreachable it retries with backoff for up to `connectWaitSeconds`, because in a cluster the
+ * database often starts after the services.
+ */
 export async function openMysqlDatabase(
   url: string,
   options: OpenSqlOptions,
@@ -108,6 +126,12 @@ export async function openMysqlDatabase(
       if (error) logger.error({ err: errorFields(error) }, "mysql session setup failed");
     });
   });
+  try {
+    await connectFirst(pool, target, logger, options.connectWaitSeconds);
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw error;
+  }
   logger.info(
     { dialect: "mysql", host: target.host, port: target.port, database: target.database },
     "sql database opened",
@@ -117,6 +141,66 @@ export async function openMysqlDatabase(
     lockTimeoutSeconds:
       options.migrationLockTimeoutSeconds ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_SECONDS,
   });
+}
+
+/** Runs `SELECT 1` until it succeeds, retrying only while the server is unreachable. */
+async function connectFirst(
+  pool: mysql.Pool,
+  target: MysqlTarget,
+  logger: Logger,
+  waitSeconds = DEFAULT_CONNECT_WAIT_SECONDS,
+): Promise<void> {
+  const deadline = Date.now() + waitSeconds * 1000;
+  for (let attempt = 1, delayMs = CONNECT_RETRY_MIN_MS; ; attempt++) {
+    try {
+      await pool.query("SELECT 1");
+      return;
+    } catch (error) {
+      const unreachable = UNREACHABLE_ERROR_CODES.has(String(errorCode(error)));
+      if (!unreachable || Date.now() + delayMs > deadline) {
+        throw new Error(connectFailureMessage(error, target, unreachable, waitSeconds), {
+          cause: error,
+        });
+      }
+      logger.warn(
+        { err: errorFields(error), host: target.host, port: target.port, attempt, delayMs },
+        "mysql server not reachable; retrying",
+      );
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      delayMs = Math.min(delayMs * 2, CONNECT_RETRY_MAX_MS);
+    }
+  }
+}
+
+function errorCode(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
+}
+
+/** Says what failed, where, and what to check; the password never appears in it. */
+function connectFailureMessage(
+  error: unknown,
+  target: MysqlTarget,
+  unreachable: boolean,
+  waitSeconds: number,
+): string {
+  const where = `MySQL at ${target.host}:${target.port}, database "${target.database}"`;
+  const detail = error instanceof Error ? error.message : String(error);
+  if (unreachable) {
+    return (
+      `failed to connect to ${where} within ${waitSeconds} s (${detail}); check the host and ` +
+      "port in DATABASE_URL and that the server is running"
+    );
+  }
+  if (errorCode(error) === "ER_ACCESS_DENIED_ERROR") {
+    return `${where} rejected the login (${detail}); check the user and password in DATABASE_URL`;
+  }
+  if (errorCode(error) === "ER_BAD_DB_ERROR") {
+    return (
+      `${where} does not exist (${detail}); create it with ` +
+      `CREATE DATABASE \`${target.database}\` CHARACTER SET utf8mb4`
+    );
+  }
+  return `failed to open ${where}: ${detail}`;
 }
 
 /** Converts values that mysql2's escaping would otherwise misread. */

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import mysql from "mysql2/promise";
 import { createLogger } from "../log.ts";
 import type { SqlDatabase } from "../ports/sql.ts";
@@ -21,6 +22,31 @@ async function open(options: { migrationLockTimeoutSeconds?: number } = {}) {
   const db = await openSqlDatabase(url, { logger, ...options });
   opened.push(db);
   return db;
+}
+
+/** Returns a loopback port that nothing listens on, by binding and closing a server. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Starts a TCP proxy from `port` to the MariaDB server. */
+async function startProxy(port: number): Promise<{ server: Server; sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = tcpConnect(SERVER.port, SERVER.host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => sockets.delete(socket));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return { server, sockets };
 }
 
 /** Polls `check` until it resolves true or the deadline passes. */
@@ -87,6 +113,68 @@ describe("mysql adapter", () => {
       await holder.end();
     }
     await db.migrate([]);
+  });
+
+  test("open waits for a server that starts late", async () => {
+    const port = await closedPort();
+    let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
+    const starting = new Promise((resolve) => setTimeout(resolve, 800)).then(async () => {
+      proxy = await startProxy(port);
+    });
+    try {
+      const db = await openSqlDatabase(`mysql://root@127.0.0.1:${port}/${database}`, {
+        logger,
+        connectWaitSeconds: 20,
+      });
+      opened.push(db);
+      const [row] = await db.query<{ one: number }>("SELECT 1 AS one");
+      expect(row?.one).toBe(1);
+      await db.close();
+    } finally {
+      await starting;
+      for (const socket of proxy?.sockets ?? []) socket.destroy();
+      proxy?.server.close();
+    }
+  });
+
+  test("open names an unreachable server", async () => {
+    const port = await closedPort();
+    const error = await openSqlDatabase(`mysql://root:s3cret-pw@127.0.0.1:${port}/${database}`, {
+      logger,
+      connectWaitSeconds: 1,
+    }).catch((caught: unknown) => caught as Error);
+    expect(error).toBeInstanceOf(Error);
+    const message = (error as Error).message;
+    expect(message).toContain(`MySQL at 127.0.0.1:${port}, database "${database}"`);
+    expect(message).toContain("within 1 s");
+    expect(message).toContain("DATABASE_URL");
+    expect(message).not.toContain("s3cret-pw");
+  });
+
+  test("open rejects a wrong password at once", async () => {
+    const started = Date.now();
+    const error = await openSqlDatabase(
+      `mysql://no_such_user:s3cret-pw@127.0.0.1:3306/${database}`,
+      {
+        logger,
+        connectWaitSeconds: 20,
+      },
+    ).catch((caught: unknown) => caught as Error);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toContain("rejected the login");
+    expect((error as Error).message).not.toContain("s3cret-pw");
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  test("open names a missing database", async () => {
+    const missing = `${database}_missing`;
+    const error = await openSqlDatabase(`mysql://root@127.0.0.1:3306/${missing}`, {
+      logger,
+      connectWaitSeconds: 20,
+    }).catch((caught: unknown) => caught as Error);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toContain(`database "${missing}" does not exist`);
+    expect((error as Error).message).toContain("CREATE DATABASE");
   });
 
   test("pool recovers after its connection is killed", async () => {

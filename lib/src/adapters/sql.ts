@@ -13,6 +13,11 @@ export interface OpenSqlOptions {
    * Defaults to 60.
    */
   migrationLockTimeoutSeconds?: number;
+  /**
+   * Maximum time opening a MySQL database retries while the server is not reachable yet, in
+   * seconds. Defaults to 30. SQLite ignores it.
+   */
+  connectWaitSeconds?: number;
 }
 
 export const DEFAULT_MIGRATION_LOCK_TIMEOUT_SECONDS = 60;
