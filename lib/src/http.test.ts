@@ -175,3 +175,27 @@ describe("wrong method on a known path", () => {
     expect(line.request_id).toBe("req-404-log");
   });
 });
+
+test("probe successes log at debug level", async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger({
+    service: "http-test",
+    level: "debug",
+    destination: { write: (line: string) => lines.push(JSON.parse(line)) },
+  });
+  const app = createHttpApp("http-test", logger)
+    .get("/healthz", () => ({ status: "ok" }))
+    .get("/readyz", ({ set }) => {
+      set.status = 503;
+      return { status: "unavailable" };
+    })
+    .get("/jobs", () => []);
+
+  for (const path of ["/healthz", "/readyz", "/jobs"]) {
+    await app.handle(new Request(`${BASE}${path}`));
+  }
+
+  expect((await accessLine(lines, "/healthz")).level).toBe("debug");
+  expect((await accessLine(lines, "/readyz")).level).toBe("info");
+  expect((await accessLine(lines, "/jobs")).level).toBe("info");
+});

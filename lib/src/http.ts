@@ -10,6 +10,9 @@ import { acceptRequestId, REQUEST_ID_HEADER } from "./request-id.ts";
 
 const requestStarts = new WeakMap<Request, number>();
 
+/** Paths of the liveness and readiness probes. */
+const PROBE_PATHS = new Set(["/healthz", "/readyz"]);
+
 /** Creates an Elysia app with request ids, per-request loggers and JSON errors. */
 export function createHttpApp(name: string, logger: Logger) {
   // Routes added to the returned app, directly or through `use`, land in this instance.
@@ -48,12 +51,17 @@ export function createHttpApp(name: string, logger: Logger) {
     })
     .onAfterResponse({ as: "global" }, ({ request, set, responseValue }) => {
       const started = requestStarts.get(request);
-      logger.info(
+      const path = new URL(request.url).pathname;
+      const status = responseStatus(responseValue, set.status);
+      // Probes hit the health routes every few seconds, so their successes log at debug level.
+      const level =
+        PROBE_PATHS.has(path) && status !== undefined && status < 400 ? "debug" : "info";
+      logger[level](
         {
           request_id: set.headers[REQUEST_ID_HEADER],
           method: request.method,
-          path: new URL(request.url).pathname,
-          "http.status": responseStatus(responseValue, set.status),
+          path,
+          "http.status": status,
           duration_ms: started === undefined ? undefined : Math.round(performance.now() - started),
         },
         "request completed",

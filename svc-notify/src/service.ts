@@ -5,6 +5,7 @@
 import { openBroker } from "@mp3converter/lib/adapters/broker";
 import { openMailer } from "@mp3converter/lib/adapters/mail";
 import { healthRoutes } from "@mp3converter/lib/health";
+import { createHttpApp } from "@mp3converter/lib/http";
 import { createLogger, errorFields, type Logger } from "@mp3converter/lib/log";
 import type { Broker, Subscription } from "@mp3converter/lib/ports/broker";
 import { MailConfigurationError, type Mailer } from "@mp3converter/lib/ports/mail";
@@ -65,10 +66,12 @@ export async function startNotify(
     return broker.consume(config.mp3Queue, handler, { prefetch: config.prefetch });
   }, closeAdapters);
 
-  const health = healthRoutes(logger, {
-    broker: () => checkBroker(broker),
-    mail: () => mailStatus.check(),
-  });
+  const health = createHttpApp("notify", logger).use(
+    healthRoutes(logger, {
+      broker: () => checkBroker(broker),
+      mail: () => mailStatus.check(),
+    }),
+  );
   const server = await openOrClose(
     () => serve(health.fetch, { port: config.healthPort, hostname: config.healthHost }),
     async () => {

@@ -285,6 +285,14 @@ describe("notify worker on the file outbox", () => {
     expect(status).toBe(200);
     expect(body.status).toBe("ready");
   });
+
+  test("unknown path gets a JSON 404", async () => {
+    const response = await fetch(`http://127.0.0.1:${harness.service.port}/nope`);
+    expect(response.status).toBe(404);
+    expect(response.headers.get("x-request-id")).toBeTruthy();
+    const body = (await response.json()) as { code?: string };
+    expect(body.code).toBe("not_found");
+  });
 });
 
 /** Mailer that records each `send` and fails it when `fail` returns an error for the attempt. */
