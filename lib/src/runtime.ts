@@ -105,6 +105,21 @@ export async function openLazyFileBlob(path: string): Promise<Blob | undefined> 
   return openAsBlob(path);
 }
 
+/**
+ * Calls `handler` once when the parent process exits, checked every `intervalMs`. A wrapper such
+ * as `bun run` forwards SIGINT and SIGTERM to its child, but when the wrapper is killed with
+ * SIGKILL the child is re-parented and would go on running and holding its ports.
+ */
+export function onParentExit(handler: () => void, intervalMs = 1_000): void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    handler();
+  }, intervalMs);
+  timer.unref();
+}
+
 /** Calls `handler` once on SIGINT or SIGTERM, so a service can drain before it exits. */
 export function onShutdownSignal(handler: (signal: string) => void): void {
   let called = false;

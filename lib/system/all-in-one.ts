@@ -18,7 +18,7 @@ import { DEFAULT_MAX_DELIVERIES } from "../src/adapters/broker.ts";
 import { MemoryBroker } from "../src/adapters/memory-broker.ts";
 import { ConfigError, type Env, EnvReader } from "../src/config.ts";
 import { createLogger, LOG_LEVELS } from "../src/log.ts";
-import { onShutdownSignal, processEnv } from "../src/runtime.ts";
+import { onParentExit, onShutdownSignal, processEnv } from "../src/runtime.ts";
 import { generateSigningKey } from "../src/tokens.ts";
 import { findFreePort } from "./ports.ts";
 import { type SystemParts, stopSystem } from "./shutdown.ts";
@@ -33,6 +33,8 @@ export interface AllInOneOptions {
   /** Address both HTTP services bind to. */
   host: string;
   logLevel: string;
+  /** Whether the process stops when its parent exits; `bun run dev` sets it. */
+  exitWithParent?: boolean;
   /** Extra variables for every service, such as `UPLOAD_MAX_BYTES`. */
   extraEnv?: Env;
   /** Destination of every service's log lines, stdout when absent. Tests pass one to read them. */
@@ -160,6 +162,7 @@ export function readAllInOneOptions(env: Env): AllInOneOptions {
     authPort: reader.int("AUTH_PORT", { default: 5000, min: 0, max: 65535 }),
     host: reader.string("HOST", { default: "127.0.0.1" }),
     logLevel: reader.oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info" }),
+    exitWithParent: reader.bool("EXIT_WITH_PARENT", { default: false }),
     extraEnv: env,
   };
   if (reader.problems.length > 0) throw new ConfigError(reader.problems);
@@ -213,10 +216,18 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   printWelcome(system);
-  onShutdownSignal(async () => {
-    await system.stop();
-    process.exit(0);
-  });
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= system.stop().then(() => process.exit(0));
+    return stopping;
+  };
+  onShutdownSignal(stop);
+  if (options.exitWithParent) {
+    onParentExit(() => {
+      process.stderr.write("The parent process exited, so the system stops.\n");
+      void stop();
+    });
+  }
 }
 
 if (import.meta.main) await main();
