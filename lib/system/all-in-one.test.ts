@@ -9,6 +9,8 @@ test("dev options have documented defaults", () => {
   expect(options.authPort).toBe(5000);
   expect(options.host).toBe("127.0.0.1");
   expect(options.logLevel).toBe("info");
+  expect(options.exitWithParent).toBe(false);
+  expect(readAllInOneOptions({ EXIT_WITH_PARENT: "1" }).exitWithParent).toBe(true);
 });
 
 test("dev options name every invalid variable", () => {
