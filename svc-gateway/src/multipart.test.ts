@@ -70,6 +70,15 @@ function rawBody(...parts: string[]): Uint8Array {
   return new TextEncoder().encode(`${text}--${BOUNDARY}--\r\n`);
 }
 
+/** A well-formed file part, to put beside a malformed one. */
+const FILE_PART =
+  'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nvideo bytes';
+
+/** Returns `details.reason` of a form rejection. */
+function reasonOf(error: AppError): unknown {
+  return (error.details as { reason?: unknown } | undefined)?.reason;
+}
+
 describe("receiveSingleFile", () => {
   test.each([1, 7, 64 * 1024])(
     "unescaped filename quote is malformed (%d-byte chunks)",
@@ -103,6 +112,122 @@ describe("receiveSingleFile", () => {
     expect(error.message).not.toContain(MALFORMED_HEADER);
   });
 
+  const besideFile: Array<[string, string[]]> = [
+    ["no Content-Disposition after the file", [FILE_PART, "Content-Type: text/plain\r\n\r\nx"]],
+    ["no Content-Disposition before the file", ["Content-Type: text/plain\r\n\r\nx", FILE_PART]],
+    [
+      "an unescaped quote after the file",
+      [FILE_PART, 'Content-Disposition: form-data; name="a"b"\r\n\r\nx'],
+    ],
+    [
+      "a disposition other than form-data",
+      [FILE_PART, 'Content-Disposition: attachment; name="a"\r\n\r\nx'],
+    ],
+  ];
+
+  test.each(besideFile)("%s is malformed", async (_case, parts) => {
+    for (const chunkBytes of [1, 7, 64 * 1024]) {
+      const error = await rejection(receive(rawBody(...parts), chunkBytes));
+
+      expect(error.code).toBe("invalid_argument");
+      expect(reasonOf(error)).toBe("malformed_part");
+      expect(error.message).toContain(MALFORMED_HEADER);
+      expect(await readdir(join(dir, "videos"))).toEqual([]);
+    }
+  });
+
+  test("characters after a delimiter are malformed", async () => {
+    // busboy does not read a part whose delimiter line has transport padding or other bytes.
+    const text =
+      `--${BOUNDARY}\r\n${FILE_PART}\r\n--${BOUNDARY}  \r\n` +
+      'Content-Disposition: form-data; name="title"\r\n\r\ntalk\r\n' +
+      `--${BOUNDARY}--\r\n`;
+    const error = await rejection(receive(new TextEncoder().encode(text), 3));
+
+    expect(reasonOf(error)).toBe("malformed_part");
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test("bad header line after the file is malformed", async () => {
+    const error = await rejection(receive(rawBody(FILE_PART, "Not a header line\r\n\r\nx")));
+
+    expect(reasonOf(error)).toBe("malformed_part");
+    expect(error.message).toContain("malformed header block");
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test.each([
+    ["after the file part", `--${BOUNDARY}\r\n${FILE_PART}\r\n`],
+    ["after a delimiter", `--${BOUNDARY}\r\n${FILE_PART}\r\n--${BOUNDARY}\r\n`],
+    ["inside the close delimiter", `--${BOUNDARY}\r\n${FILE_PART}\r\n--${BOUNDARY}-`],
+  ])("body ending %s is incomplete", async (_case, text) => {
+    const error = await rejection(receive(new TextEncoder().encode(text), 5));
+
+    expect(error.code).toBe("invalid_argument");
+    expect(reasonOf(error)).toBe("incomplete_body");
+    expect(error.message).toContain("close delimiter");
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test.each([
+    ["a text field", ["Content-Disposition: form-data\r\n\r\nx", FILE_PART]],
+    ["a file part", ['Content-Disposition: form-data; filename="a.mp4"\r\n\r\nvideo bytes']],
+    ["an empty name", [FILE_PART, 'Content-Disposition: form-data; name=""\r\n\r\nx']],
+  ])("part without a name is rejected: %s", async (_case, parts) => {
+    const error = await rejection(receive(rawBody(...parts)));
+
+    expect(error.code).toBe("invalid_argument");
+    expect(reasonOf(error)).toBe("unnamed_part");
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test("text field over the size limit is rejected", async () => {
+    const longField = `Content-Disposition: form-data; name="title"\r\n\r\n${"x".repeat(1025)}`;
+    const error = await rejection(receive(rawBody(FILE_PART, longField)));
+
+    expect(reasonOf(error)).toBe("field_too_long");
+    expect(error.message).toContain('"title"');
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test("text field of exactly the size limit is accepted", async () => {
+    const field = `Content-Disposition: form-data; name="title"\r\n\r\n${"x".repeat(1024)}`;
+    const received = await receive(rawBody(field, FILE_PART));
+
+    expect(received.blob.size).toBe("video bytes".length);
+  });
+
+  test("file in base64 transfer encoding is rejected", async () => {
+    const encoded =
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n' +
+      "Content-Transfer-Encoding: base64\r\n\r\ndmlkZW8gYnl0ZXM=";
+    const error = await rejection(receive(rawBody(encoded)));
+
+    expect(reasonOf(error)).toBe("unsupported_encoding");
+    expect(await readdir(join(dir, "videos"))).toEqual([]);
+  });
+
+  test("binary transfer encoding is accepted", async () => {
+    const binary =
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n' +
+      "Content-Transfer-Encoding: binary\r\n\r\nvideo bytes";
+    const received = await receive(rawBody(binary));
+
+    expect(received.blob.size).toBe("video bytes".length);
+  });
+
+  test("preamble and epilogue are ignored", async () => {
+    // The epilogue repeats the delimiter, which must not count as a part that busboy skipped.
+    const text =
+      `preamble\r\n--${BOUNDARY}\r\n${FILE_PART}\r\n--${BOUNDARY}--\r\n` +
+      `epilogue\r\n--${BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nx\r\n--${BOUNDARY}--\r\n`;
+    for (const chunkBytes of [1, 7, 64 * 1024]) {
+      const received = await receive(new TextEncoder().encode(text), chunkBytes);
+
+      expect(received.blob.size).toBe("video bytes".length);
+    }
+  });
+
   test("escaped quote in filename is accepted", async () => {
     const body = rawBody(
       'Content-Disposition: form-data; name="file"; filename="a\\"b.mp4"\r\n\r\nvideo bytes',
@@ -127,6 +252,42 @@ describe("DelimiterCounter", () => {
     }
 
     expect(counter.count).toBe(3);
+    expect(counter.parts).toBe(2);
+  });
+
+  test.each([1, 2, 3, 17, body.length])(
+    "stops at the close delimiter in %d-byte chunks",
+    (size) => {
+      const epilogue = new TextEncoder().encode(`\r\n--${BOUNDARY}\r\n--${BOUNDARY}--\r\n`);
+      const whole = Buffer.concat([body, epilogue]);
+      const counter = new DelimiterCounter(BOUNDARY);
+      for (let offset = 0; offset < whole.length; offset += size) {
+        counter.push(whole.subarray(offset, offset + size));
+      }
+
+      expect(counter.closed).toBe(true);
+      expect(counter.count).toBe(3);
+      expect(counter.parts).toBe(2);
+    },
+  );
+
+  test("waits for the bytes after a delimiter", () => {
+    const counter = new DelimiterCounter("xyz");
+    counter.push(new TextEncoder().encode("--xyz\r\na\r\n--xyz"));
+
+    expect(counter.count).toBe(1);
+    counter.push(new TextEncoder().encode("-"));
+    expect(counter.count).toBe(1);
+    counter.push(new TextEncoder().encode("-"));
+    expect(counter.count).toBe(2);
+    expect(counter.closed).toBe(true);
+  });
+
+  test("counts a body without its close delimiter as open", () => {
+    const counter = new DelimiterCounter("xyz");
+    counter.push(new TextEncoder().encode("--xyz\r\na\r\n--xyz\r\nb"));
+
+    expect(counter.closed).toBe(false);
     expect(counter.parts).toBe(2);
   });
 

@@ -1,7 +1,13 @@
 /**
  * Streams the one file part of a `multipart/form-data` request into blob storage with busboy, so
- * the file is never held in memory. Either the whole file is stored and the request body was
- * read to its end, or the call throws and nothing of the file remains in storage.
+ * the file is never held in memory. Either the whole file is stored and the whole body was read
+ * and found well-formed, or the call throws and nothing of the file remains in storage.
+ *
+ * The form is strict: exactly one file part named `file`, no part that busboy could not read
+ * (busboy skips those silently), no unnamed part, no text field over the size limit and a close
+ * delimiter at the end. Well-formed text fields with other names are allowed and ignored, so an
+ * HTML form with extra inputs still uploads. Bytes before the first delimiter (the preamble) and
+ * after the close delimiter (the epilogue) are ignored, as RFC 2046 allows.
  */
 import { Readable } from "node:stream";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
@@ -15,13 +21,8 @@ import {
 } from "@mp3converter/lib/ports/storage";
 import busboy from "busboy";
 import { toDisplayFilename } from "./filename.ts";
+import { FILE_FIELD, invalidForm, parserError, tooLarge } from "./form-errors.ts";
 import { boundaryOf, DelimiterCounter } from "./multipart-delimiters.ts";
-
-/** Name of the form field that carries the file. */
-export const FILE_FIELD = "file";
-
-/** How to send an upload, quoted in every rejection of a malformed form. */
-export const UPLOAD_HINT = `Send one file in a multipart/form-data field named "${FILE_FIELD}", for example: curl -F ${FILE_FIELD}=@video.mp4`;
 
 /** Limits on the non-file parts of the form; they also bound the multipart overhead. */
 const FORM_LIMITS = {
@@ -31,6 +32,12 @@ const FORM_LIMITS = {
   fieldSize: 1024,
   headerPairs: 16,
 } as const;
+
+/**
+ * Content-Transfer-Encoding values that leave the bytes as they are. RFC 7578 deprecates the
+ * header, and busboy passes the bytes on undecoded, so a file in base64 would be stored as text.
+ */
+const IDENTITY_ENCODINGS = new Set(["7bit", "8bit", "binary"]);
 
 /** busboy caps each part's header block at 16 KiB (busboy 1.6.0, lib/types/multipart.js). */
 const PART_HEADER_MAX_BYTES = 16 * 1024;
@@ -64,43 +71,41 @@ export function isMultipartFormData(request: Request): boolean {
   return type.split(";")[0]?.trim().toLowerCase() === "multipart/form-data";
 }
 
-function invalidForm(problem: string): AppError {
-  return new AppError("invalid_argument", `${problem} ${UPLOAD_HINT}`);
-}
-
-/** Raises 413 for a file over `maxBytes`, with the limit in the details. */
-export function tooLarge(maxBytes: number): AppError {
-  return new AppError(
-    "payload_too_large",
-    `The file is larger than the upload limit of ${maxBytes} bytes. Send a smaller file.`,
-    { details: { max_bytes: maxBytes } },
-  );
-}
-
 function toBusboyHeaders(request: Request): Record<string, string> {
   return { "content-type": request.headers.get("content-type") ?? "" };
 }
 
 /**
  * Receives the single file part of `request` into `options.store`. Rejects with an `AppError`:
- * 400 for a missing, second or misnamed file part or a malformed form, 413 when the file passes
- * `maxBytes`. Resolves only after the whole body was parsed, so a second file part is caught.
+ * 400 for a missing, second or misnamed file part or a malformed form (see the module comment),
+ * 413 when the file passes `maxBytes`. Resolves only after the whole body was parsed, so a
+ * second file part or a malformed part after the file is caught.
  */
 export function receiveSingleFile(
   request: Request,
   options: ReceiveOptions,
 ): Promise<ReceivedFile> {
-  if (!request.body) return Promise.reject(invalidForm("The request has no body."));
+  if (!request.body) return Promise.reject(invalidForm("no_file", "The request has no body."));
   let parser: busboy.Busboy;
   try {
     parser = busboy({
       headers: toBusboyHeaders(request),
-      limits: { ...FORM_LIMITS, files: 1 },
+      // busboy reports partsLimit at the delimiter that ends part number `parts`, even when that
+      // is the close delimiter. It also marks a field of exactly `fieldSize` bytes truncated.
+      // One more in each lets a form that is exactly at FORM_LIMITS through.
+      limits: {
+        ...FORM_LIMITS,
+        parts: FORM_LIMITS.parts + 1,
+        fieldSize: FORM_LIMITS.fieldSize + 1,
+        files: 1,
+      },
       // Clients such as curl send UTF-8 filenames without RFC 2231 encoding.
       defParamCharset: "utf8",
     });
   } catch {
-    return Promise.reject(invalidForm("The multipart/form-data boundary is missing or invalid."));
+    return Promise.reject(
+      invalidForm("invalid_boundary", "The multipart/form-data boundary is missing or invalid."),
+    );
   }
   const source = Readable.fromWeb(request.body as unknown as NodeReadableStream<Uint8Array>);
   const boundary = boundaryOf(request.headers.get("content-type") ?? "");
@@ -146,11 +151,27 @@ class FileReception {
   #listen(): void {
     const parser = this.#parser;
     parser.on("file", (name, stream, info) => this.#onFile(name, stream, info));
-    parser.on("field", (name) => this.#onField(name));
-    parser.on("filesLimit", () => this.#fail(invalidForm("The form contains more than one file.")));
-    parser.on("partsLimit", () => this.#fail(invalidForm("The form contains too many parts.")));
-    parser.on("fieldsLimit", () => this.#fail(invalidForm("The form contains too many fields.")));
-    parser.on("error", () => this.#fail(invalidForm("The multipart/form-data body is malformed.")));
+    parser.on("field", (name, _value, info) => this.#onField(name, info));
+    parser.on("filesLimit", () =>
+      this.#fail(invalidForm("multiple_files", "The form contains more than one file.")),
+    );
+    parser.on("partsLimit", () =>
+      this.#fail(
+        invalidForm(
+          "too_many_parts",
+          `The form contains more than ${FORM_LIMITS.parts} parts. Send the file alone.`,
+        ),
+      ),
+    );
+    parser.on("fieldsLimit", () =>
+      this.#fail(
+        invalidForm(
+          "too_many_fields",
+          `The form contains more than ${FORM_LIMITS.fields} text fields. Send the file alone.`,
+        ),
+      ),
+    );
+    parser.on("error", (error: Error) => this.#fail(parserError(error)));
     parser.on("close", () => void this.#onParserClose());
     this.#source.on("data", (chunk: Buffer) => {
       this.#countBodyBytes(chunk.byteLength);
@@ -159,7 +180,11 @@ class FileReception {
     this.#source.on("error", (error) => {
       this.#options.log.warn({ err: { message: error.message } }, "upload body stream failed");
       this.#fail(
-        new AppError("invalid_argument", "The upload ended before the body was complete."),
+        new AppError(
+          "invalid_argument",
+          "The upload ended before the body was complete. Send the whole file again.",
+          { details: { reason: "incomplete_body" } },
+        ),
       );
     });
   }
@@ -184,9 +209,31 @@ class FileReception {
       stream.resume();
       return;
     }
+    // busboy 1.6.0 reports a part without a name parameter with the name undefined.
+    if (!name) {
+      stream.resume();
+      this.#fail(unnamedPart());
+      return;
+    }
     if (name !== FILE_FIELD) {
       stream.resume();
-      this.#fail(invalidForm(`The form field "${name.slice(0, 100)}" is not "${FILE_FIELD}".`));
+      this.#fail(
+        invalidForm(
+          "wrong_field_name",
+          `The form field "${name.slice(0, 100)}" is not "${FILE_FIELD}".`,
+        ),
+      );
+      return;
+    }
+    if (!IDENTITY_ENCODINGS.has(info.encoding)) {
+      stream.resume();
+      this.#fail(
+        invalidForm(
+          "unsupported_encoding",
+          `The file part has Content-Transfer-Encoding "${info.encoding.slice(0, 40)}", which ` +
+            "the gateway does not decode. Send the file bytes without that header.",
+        ),
+      );
       return;
     }
     const filename = toDisplayFilename(info.filename);
@@ -201,10 +248,27 @@ class FileReception {
     this.#put.catch((error: unknown) => this.#fail(this.#mapPutError(error)));
   }
 
-  #onField(name: string): void {
+  /** Checks a text field. A well-formed field with another name than `file` is ignored. */
+  #onField(name: string, info: busboy.FieldInfo): void {
     this.#reportedParts++;
-    if (name !== FILE_FIELD) return;
-    this.#fail(invalidForm(`The field "${FILE_FIELD}" was sent as text, not as a file.`));
+    if (!name) {
+      this.#fail(unnamedPart());
+    } else if (name === FILE_FIELD) {
+      this.#fail(
+        invalidForm(
+          "file_sent_as_text",
+          `The field "${FILE_FIELD}" was sent as text, not as a file.`,
+        ),
+      );
+    } else if (info.valueTruncated) {
+      this.#fail(
+        invalidForm(
+          "field_too_long",
+          `The form field "${name.slice(0, 100)}" is longer than ${FORM_LIMITS.fieldSize} bytes. ` +
+            "Shorten it or leave it out.",
+        ),
+      );
+    }
   }
 
   #mapPutError(error: unknown): AppError {
@@ -219,10 +283,26 @@ class FileReception {
     });
   }
 
+  /**
+   * Settles once busboy has parsed the whole body. A part busboy skipped fails the upload even
+   * when the file part was fine, and #fail then deletes the stored file.
+   */
   async #onParserClose(): Promise<void> {
     if (this.#failure) return;
+    const skipped = (this.#delimiters?.parts ?? 0) - this.#reportedParts;
+    if (skipped > 0) {
+      this.#fail(
+        invalidForm(
+          "malformed_part",
+          "The form contains a part whose Content-Disposition header is missing or malformed, " +
+            "for example a filename with an unescaped quote, or whose delimiter line has " +
+            'characters after the boundary. Escape a quote in a filename as \\".',
+        ),
+      );
+      return;
+    }
     if (!this.#put || !this.#received) {
-      this.#fail(invalidForm(this.#missingFileProblem()));
+      this.#fail(invalidForm("no_file", `The form has no file part named "${FILE_FIELD}".`));
       return;
     }
     try {
@@ -232,18 +312,6 @@ class FileReception {
     } catch {
       // #put's own rejection handler has already called #fail.
     }
-  }
-
-  /** Returns why the form has no file part: a part header busboy skipped, or no such part. */
-  #missingFileProblem(): string {
-    const skipped = (this.#delimiters?.parts ?? 0) - this.#reportedParts;
-    if (skipped > 0) {
-      return (
-        "The form contains a part whose Content-Disposition header is missing or malformed, " +
-        'for example a filename with an unescaped quote. Escape a quote in a filename as \\".'
-      );
-    }
-    return `The form has no file part named "${FILE_FIELD}".`;
   }
 
   /** Stops reading the body, removes any stored part of the file, then rejects with `error`. */
@@ -266,4 +334,11 @@ class FileReception {
       // The put failed, and by the store's contract nothing of the blob remains.
     }
   }
+}
+
+function unnamedPart(): AppError {
+  return invalidForm(
+    "unnamed_part",
+    'The form contains a part whose Content-Disposition has no name, such as form-data; name="file".',
+  );
 }

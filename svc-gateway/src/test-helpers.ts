@@ -43,6 +43,8 @@ export const BASE = "http://localhost";
  */
 export class OutageBroker implements Broker {
   publishDown = false;
+  /** Messages published through this broker, to check that a rejected request sent none. */
+  publishedCount = 0;
   readonly #inner: Broker;
 
   constructor(inner: Broker) {
@@ -60,6 +62,7 @@ export class OutageBroker implements Broker {
   async publish(queue: string, body: Buffer, options?: PublishOptions): Promise<void> {
     if (this.publishDown) throw new Error("connection to the broker is closed");
     await this.#inner.publish(queue, body, options);
+    this.publishedCount++;
   }
 
   consume(queue: string, handler: MessageHandler, options: ConsumeOptions): Promise<Subscription> {

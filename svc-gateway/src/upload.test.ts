@@ -3,6 +3,7 @@ import { decodeMessage, VideoMessageSchema } from "@mp3converter/lib/messages";
 import { runOutboxOnce } from "./outbox.ts";
 import {
   BASE,
+  BOUNDARY,
   collectQueue,
   createHarness,
   type FormPart,
@@ -42,6 +43,12 @@ function uploadRequest(body: BodyInit, headers: Record<string, string> = {}): Re
 
 function uploadParts(parts: FormPart[]): Promise<Response> {
   return h.app.handle(uploadRequest(multipartBody(parts)));
+}
+
+/** Builds a multipart body of raw parts, each given with its complete header block. */
+function rawForm(parts: string[]): string {
+  const text = parts.map((part) => `--${BOUNDARY}\r\n${part}\r\n`).join("");
+  return `${text}--${BOUNDARY}--\r\n`;
 }
 
 async function jobCount(): Promise<number> {
@@ -121,7 +128,7 @@ describe("POST /upload", () => {
   });
 
   test.each([
-    ["no file part", [{ name: "title", content: "no file" }], "no file part"],
+    ["no file part", [{ name: "title", content: "no file" }], "no file part", "no_file"],
     [
       "two file parts",
       [
@@ -129,22 +136,85 @@ describe("POST /upload", () => {
         { name: "file", filename: "b.mp4", content: "second" },
       ],
       "more than one file",
+      "multiple_files",
     ],
-    ["a text field for the file", [{ name: "file", content: "C:/video.mp4" }], "sent as text"],
+    [
+      "a text field for the file",
+      [{ name: "file", content: "C:/video.mp4" }],
+      "sent as text",
+      "file_sent_as_text",
+    ],
     [
       "a misnamed file part",
       [{ name: "video", filename: "a.mp4", content: "bytes" }],
       'field "video"',
+      "wrong_field_name",
     ],
-  ])("rejects %s with 400", async (_case, parts, problem) => {
+  ])("rejects %s with 400", async (_case, parts, problem, reason) => {
     const response = await uploadParts(parts as FormPart[]);
     expect(response.status).toBe(400);
-    const body = (await response.json()) as { code: string; message: string };
+    const body = (await response.json()) as {
+      code: string;
+      message: string;
+      details: { reason: string };
+    };
     expect(body.code).toBe("invalid_argument");
+    expect(body.details.reason).toBe(reason);
     expect(body.message).toContain(problem);
     expect(body.message).toContain("curl -F file=@video.mp4");
     expect(await storedVideoFiles(h.storeDir)).toEqual([]);
     expect(await jobCount()).toBe(0);
+  });
+
+  test.each([
+    ["a part without Content-Disposition", "Content-Type: text/plain\r\n\r\nx", "malformed_part"],
+    ["a bad header line", "Not a header line\r\n\r\nx", "malformed_part"],
+    ["a part without a name", "Content-Disposition: form-data\r\n\r\nx", "unnamed_part"],
+    [
+      "a text field over 1 KiB",
+      `Content-Disposition: form-data; name="notes"\r\n\r\n${"x".repeat(2000)}`,
+      "field_too_long",
+    ],
+  ])("rejects %s beside a valid file with 400", async (_case, badPart, reason) => {
+    const filePart =
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nvideo bytes';
+    for (const parts of [
+      [filePart, badPart],
+      [badPart, filePart],
+    ]) {
+      const response = await h.app.handle(uploadRequest(rawForm(parts)));
+      expect(response.status).toBe(400);
+      const body = (await response.json()) as { code: string; details: { reason: string } };
+      expect(body.code).toBe("invalid_argument");
+      expect(body.details.reason).toBe(reason);
+      expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+      expect(await jobCount()).toBe(0);
+      expect(h.broker.publishedCount).toBe(0);
+    }
+  });
+
+  test("rejects a file without the close delimiter with 400", async () => {
+    const form = multipartBody([{ name: "file", filename: "a.mp4", content: "video bytes" }]);
+    const closeDelimiter = `--${BOUNDARY}--\r\n`.length;
+    const response = await h.app.handle(uploadRequest(form.slice(0, form.length - closeDelimiter)));
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { details: { reason: string } };
+    expect(body.details.reason).toBe("incomplete_body");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+    expect(h.broker.publishedCount).toBe(0);
+  });
+
+  test("accepts eight parts, the file among them", async () => {
+    const fields: FormPart[] = Array.from({ length: 7 }, (_, i) => ({
+      name: `f${i}`,
+      content: "v",
+    }));
+    const response = await uploadParts([
+      ...fields,
+      { name: "file", filename: "a.mp4", content: "x" },
+    ]);
+    expect(response.status).toBe(202);
   });
 
   test("rejects too many fields with 400", async () => {
@@ -154,6 +224,26 @@ describe("POST /upload", () => {
     }));
     const response = await uploadParts(parts);
     expect(response.status).toBe(400);
+  });
+
+  test("rejects nine parts with 400", async () => {
+    // One file and seven fields reach the file and field limits, so only a part that is
+    // neither, such as one without Content-Disposition, can be the ninth.
+    const fields = Array.from(
+      { length: 7 },
+      (_, i) => `Content-Disposition: form-data; name="f${i}"\r\n\r\nv`,
+    );
+    const parts = [
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nvideo bytes',
+      ...fields,
+      "Content-Type: text/plain\r\n\r\nx",
+    ];
+    const response = await h.app.handle(uploadRequest(rawForm(parts)));
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { details: { reason: string } };
+    expect(body.details.reason).toBe("too_many_parts");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
   });
 
   test("rejects a malformed multipart body with 400", async () => {

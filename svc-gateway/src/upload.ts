@@ -9,6 +9,7 @@ import { errorFields, maskEmail } from "@mp3converter/lib/log";
 import type { Broker } from "@mp3converter/lib/ports/broker";
 import type { BlobStore } from "@mp3converter/lib/ports/storage";
 import type { Principal } from "./bearer.ts";
+import { tooLarge, UPLOAD_HINT } from "./form-errors.ts";
 import { statusUrl } from "./job-views.ts";
 import type { JobRecord, JobStore } from "./jobs-store.ts";
 import {
@@ -16,8 +17,6 @@ import {
   MULTIPART_OVERHEAD_BYTES,
   type ReceivedFile,
   receiveSingleFile,
-  tooLarge,
-  UPLOAD_HINT,
 } from "./multipart.ts";
 import { PUBLISH_LEASE_MS, publishJob } from "./outbox.ts";
 
