@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { delimiter, join } from "node:path";
+import { removeToolRecord, writeToolRecord } from "./orphans.ts";
 
 /**
  * Demuxers a user upload may use, checked by `-format_whitelist` on every ffmpeg and ffprobe call.
@@ -92,6 +93,11 @@ export interface RunLimits {
   maxStdoutBytes?: number;
   /** Kills the process when aborted, for example on shutdown. */
   signal?: AbortSignal;
+  /**
+   * The conversion's work directory. While the process runs, a record of it stays there, so
+   * that a sweep can kill the process if the converter dies (see `orphans.ts`).
+   */
+  workDir?: string;
 }
 
 export interface RunResult {
@@ -185,8 +191,8 @@ export function runTool(
       stdio: ["ignore", "pipe", "pipe"],
       shell: false,
       // A session of its own, so that Ctrl-C or a hangup in the converter's terminal reaches only
-      // the converter, which then drains, and not ffmpeg, which would stop mid-file.
-      // NOTE: a converter killed with SIGKILL leaves the tool running until its CPU limit.
+      // the converter, which then drains, and not ffmpeg, which would stop mid-file. A tool left
+      // running by a converter killed with SIGKILL is stopped by the next sweep of WORK_DIR.
       detached: true,
     });
     const stdoutChunks: Buffer[] = [];
@@ -197,6 +203,8 @@ export function runTool(
     let aborted = false;
     let killedByUs = false;
     let killTimer: ReturnType<typeof setTimeout> | undefined;
+    let recordPath: string | undefined;
+    let recordError: unknown;
 
     const kill = () => {
       if (killedByUs) return;
@@ -232,6 +240,7 @@ export function runTool(
       clearTimeout(timeout);
       clearTimeout(killTimer);
       limits.signal?.removeEventListener("abort", onAbort);
+      if (recordPath !== undefined) removeToolRecord(recordPath);
     };
     child.on("error", (error) => {
       cleanUp();
@@ -239,6 +248,12 @@ export function runTool(
     });
     child.on("close", (exitCode, exitSignal) => {
       cleanUp();
+      if (recordError !== undefined) {
+        const reason = recordError instanceof Error ? recordError.message : String(recordError);
+        const message = `failed to record ${binary} in the work directory: ${reason}`;
+        reject(new Error(message, { cause: recordError }));
+        return;
+      }
       const stoppedFromOutside =
         exitSignal !== null
           ? OUTSIDE_STOP_SIGNALS.has(exitSignal)
@@ -255,5 +270,15 @@ export function runTool(
         aborted,
       });
     });
+
+    if (limits.workDir !== undefined && child.pid !== undefined) {
+      try {
+        recordPath = writeToolRecord(limits.workDir, child.pid, [binary, ...args]);
+      } catch (error) {
+        // Without the record, a crash of the converter would leave the tool running.
+        recordError = error;
+        kill();
+      }
+    }
   });
 }

@@ -84,6 +84,9 @@ async function exitedPid(): Promise<number> {
 
 const sweep = (now?: number) => sweepWorkDir(root, { legacyMaxAgeMs: HOUR_MS, now });
 
+/** Result of a sweep that removed `removed` directories and found no tool processes. */
+const sweptDirectories = (removed: number) => ({ removed, killed: 0, unchecked: 0, errors: [] });
+
 describe("openWorkDir", () => {
   test("records its owner and removes itself on close", async () => {
     const workDir = await openWorkDir({ root, timeoutSeconds: 60, logger: silent });
@@ -121,7 +124,7 @@ describe("openWorkDir", () => {
     const first = await openWorkDir({ root, timeoutSeconds: 60, logger: silent });
     const second = await openWorkDir({ root, timeoutSeconds: 60, logger: silent });
 
-    expect(await sweep(Date.now() + HOUR_MS)).toEqual({ removed: 0, errors: [] });
+    expect(await sweep(Date.now() + HOUR_MS)).toEqual(sweptDirectories(0));
     expect(await readdir(root)).toHaveLength(2);
     await first.close();
     await second.close();
@@ -132,25 +135,22 @@ describe("sweepWorkDir", () => {
   test("removes an instance of an exited process", async () => {
     await instanceOf("mp3converter-exited", { pid: await exitedPid() });
 
-    expect(await sweep()).toEqual({ removed: 1, errors: [] });
+    expect(await sweep()).toEqual(sweptDirectories(1));
     expect(await readdir(root)).toEqual([]);
   });
 
   test("removes an earlier instance with this PID", async () => {
     await instanceOf("mp3converter-reused", { pid: process.pid });
 
-    expect(await sweep()).toEqual({ removed: 1, errors: [] });
+    expect(await sweep()).toEqual(sweptDirectories(1));
   });
 
   test("keeps a live owner until its heartbeat is stale", async () => {
     const child = spawn("sleep", ["30"]);
     try {
       await instanceOf("mp3converter-living", { pid: child.pid as number });
-      expect(await sweep()).toEqual({ removed: 0, errors: [] });
-      expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual({
-        removed: 1,
-        errors: [],
-      });
+      expect(await sweep()).toEqual(sweptDirectories(0));
+      expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual(sweptDirectories(1));
     } finally {
       child.kill();
     }
@@ -159,21 +159,15 @@ describe("sweepWorkDir", () => {
   test("keeps another host's instance until stale", async () => {
     await instanceOf("mp3converter-remote", { host: "other-host", pid: await exitedPid() });
 
-    expect(await sweep()).toEqual({ removed: 0, errors: [] });
-    expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual({
-      removed: 1,
-      errors: [],
-    });
+    expect(await sweep()).toEqual(sweptDirectories(0));
+    expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual(sweptDirectories(1));
   });
 
   test("keeps an instance without owner file until stale", async () => {
     await mkdir(join(root, "mp3converter-nofile"));
 
-    expect(await sweep()).toEqual({ removed: 0, errors: [] });
-    expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual({
-      removed: 1,
-      errors: [],
-    });
+    expect(await sweep()).toEqual(sweptDirectories(0));
+    expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual(sweptDirectories(1));
   });
 
   test("removes old job directories of older converters", async () => {
@@ -181,7 +175,7 @@ describe("sweepWorkDir", () => {
     await legacyDirectory("mp3-old123", "output.mp3", 2 * HOUR_MS);
     await legacyDirectory("job-new123", "input", 0);
 
-    expect(await sweep()).toEqual({ removed: 2, errors: [] });
+    expect(await sweep()).toEqual(sweptDirectories(2));
     expect(await readdir(root)).toEqual(["job-new123"]);
   });
 
@@ -196,7 +190,7 @@ describe("sweepWorkDir", () => {
     const target = await instanceOf("target-of-link", { pid: await exitedPid() });
     await symlink(target, join(root, "mp3converter-linked"));
 
-    expect(await sweep(stale)).toEqual({ removed: 0, errors: [] });
+    expect(await sweep(stale)).toEqual(sweptDirectories(0));
     expect((await readdir(root)).sort()).toEqual([
       "job-other1",
       "job-too-long-suffix",

@@ -6,14 +6,15 @@
  * heartbeat. A sweep at start-up and after each heartbeat removes what a crash or SIGKILL left
  * behind: the instance directories whose owner has exited or has sent no heartbeat for
  * `HEARTBEAT_STALE_MS`, and the job directories of earlier versions once they are older than
- * any conversion can run.
+ * any conversion can run. Before it removes an instance directory, the sweep kills the ffmpeg and
+ * ffprobe processes that its owner left running (see `orphans.ts`).
  */
 import { randomUUID } from "node:crypto";
-import { readlinkSync } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { errorFields, type Logger } from "@mp3converter/lib/log";
+import { isToolRecordName, killOrphanedTools, pidNamespace } from "./orphans.ts";
 
 /** Name prefix of an instance directory, to which `mkdtemp` appends six random characters. */
 export const INSTANCE_PREFIX = "mp3converter-";
@@ -132,6 +133,19 @@ async function beat(path: string, logger: Logger): Promise<void> {
 async function sweepAndLog(options: WorkDirOptions): Promise<void> {
   const maxAgeMs = TOOL_RUNS_PER_CONVERSION * options.timeoutSeconds * 1000 + STORE_MARGIN_MS;
   const result = await sweepWorkDir(options.root, { legacyMaxAgeMs: maxAgeMs });
+  if (result.killed > 0) {
+    options.logger.warn(
+      { work_dir: options.root, killed: result.killed },
+      "killed ffmpeg processes left running by a converter that died",
+    );
+  }
+  if (result.unchecked > 0) {
+    options.logger.warn(
+      { work_dir: options.root, unchecked: result.unchecked },
+      "cannot check for ffmpeg processes left by a converter that died, because /proc is " +
+        "missing or they ran on another host; they run until CONVERT_CPU_SECONDS",
+    );
+  }
   const fields = { work_dir: options.root, removed: result.removed };
   if (result.errors.length > 0) {
     const failed = result.errors.length;
@@ -144,24 +158,30 @@ async function sweepAndLog(options: WorkDirOptions): Promise<void> {
   }
 }
 
-/** Outcome of one sweep, with the count of removed directories and the errors met. */
+/** Outcome of one sweep: counts of removed directories and killed tools, and the errors met. */
 export interface SweepResult {
   removed: number;
+  /** Process groups of tools, left running by a dead converter, that received SIGKILL. */
+  killed: number;
+  /** Recorded tools that could not be checked and so were left alone. */
+  unchecked: number;
   errors: unknown[];
 }
 
 /**
  * Removes from `root` the instance directories whose owner has exited or whose heartbeat is
- * older than `HEARTBEAT_STALE_MS`, and the job directories of older converters that were last
+ * older than `HEARTBEAT_STALE_MS`, after killing the tools still running for them, and the job
+ * directories of older converters that were last
  * written more than `legacyMaxAgeMs` ago. Everything else stays, including symbolic links and
- * directories whose names or contents are not the converter's.
+ * directories whose names or contents are not the converter's. `procRoot` is where procfs is
+ * mounted, `/proc` unless a test changes it.
  */
 export async function sweepWorkDir(
   root: string,
-  options: { legacyMaxAgeMs: number; now?: number },
+  options: { legacyMaxAgeMs: number; now?: number; procRoot?: string },
 ): Promise<SweepResult> {
   const now = options.now ?? Date.now();
-  const result: SweepResult = { removed: 0, errors: [] };
+  const result: SweepResult = { removed: 0, killed: 0, unchecked: 0, errors: [] };
   let entries: Array<{ name: string; isDirectory(): boolean }>;
   try {
     entries = await readdir(root, { withFileTypes: true });
@@ -175,6 +195,12 @@ export async function sweepWorkDir(
     const path = join(root, entry.name);
     try {
       if (await isAbandoned(path, entry.name, now, options.legacyMaxAgeMs)) {
+        if (INSTANCE_NAME.test(entry.name)) {
+          const orphans = await killOrphanedTools(path, options.procRoot);
+          result.killed += orphans.killed;
+          result.unchecked += orphans.unchecked;
+          result.errors.push(...orphans.errors);
+        }
         await rm(path, { recursive: true, force: true });
         result.removed += 1;
       }
@@ -202,7 +228,9 @@ async function isAbandoned(
 async function isAbandonedInstance(path: string, now: number): Promise<boolean> {
   const names = await readdir(path);
   const ours = (file: string) =>
-    file === OWNER_FILE || LEGACY_DIRECTORIES.some((kind) => kind.name.test(file));
+    file === OWNER_FILE ||
+    isToolRecordName(file) ||
+    LEGACY_DIRECTORIES.some((kind) => kind.name.test(file));
   if (!names.every(ours)) return false;
   const owner = await readOwner(path);
   if (owner !== null && ownInstances.has(owner.instance)) return false;
@@ -222,14 +250,6 @@ async function newestChange(path: string, names: string[]): Promise<number> {
 
 function currentProcess(): Omit<InstanceOwner, "instance"> {
   return { host: hostname(), pid_namespace: pidNamespace(), pid: process.pid };
-}
-
-function pidNamespace(): string | null {
-  try {
-    return readlinkSync("/proc/self/ns/pid");
-  } catch {
-    return null;
-  }
 }
 
 /**
