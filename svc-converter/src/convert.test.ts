@@ -20,6 +20,7 @@ import {
   ffprobeJson,
   generateTestMedia,
   type TestMedia,
+  writeRandomBytes,
 } from "./test-media.ts";
 
 const execFileAsync = promisify(execFile);
@@ -180,6 +181,27 @@ describe("convertToMp3 rejects", () => {
 
   test("a text file as unsupported_format", async () => {
     expect((await failureOf(media.textFile)).code).toBe("unsupported_format");
+  });
+
+  test("random bytes as unsupported_format", async () => {
+    // Seeds 3 and 5 at 333 bytes read as MPEG-TS and end in EOF, and seed 4 at 4096 and 5000
+    // bytes reads as MP3 and ends in EINVAL, each after a low-score guess of the format.
+    const codes: Record<string, string> = {};
+    const ffmpegQuotes: string[] = [];
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      for (const size of [1, 333, 4096, 5000, 65536]) {
+        const name = `random-${seed}-${size}.bin`;
+        await writeRandomBytes(join(dir, name), size, seed);
+        const failure = await failureOf(join(dir, name));
+        codes[name] = failure.code;
+        if (/ffprobe|ffmpeg/.test(failure.message)) ffmpegQuotes.push(name);
+      }
+    }
+    const expected = Object.fromEntries(
+      Object.keys(codes).map((name) => [name, "unsupported_format"]),
+    );
+    expect(codes).toEqual(expected);
+    expect(ffmpegQuotes).toEqual([]);
   });
 
   test("a video without audio as no_audio", async () => {

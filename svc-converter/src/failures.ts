@@ -93,8 +93,27 @@ const INDIRECT_DEMUXERS = new Set([
   "webm_dash_manifest",
 ]);
 
-/** Failure for stderr lines that show the input is not a file ffmpeg may read. */
+/**
+ * The warning libavformat prints when no demuxer recognised the input and it guessed one from a
+ * weak match (a probe score at or below AVPROBE_SCORE_RETRY, 25). Random bytes often match the
+ * MP3 or MPEG-TS probe this way, and the demuxer then fails with EINVAL or EOF. With ffmpeg 5.1,
+ * real MP3, ADTS AAC and MPEG-TS files without a file name extension scored 50 or 51.
+ */
+const LOW_PROBE_SCORE = /Format (\S+) detected only with low score of \d+, misdetection possible/;
+
+/**
+ * Failure for stderr lines that show the input is not a file ffmpeg may read. ffmpeg prints the
+ * low-score warning at the `warning` log level, so a run at `-v error` never shows it.
+ */
 export function inputFailure(stderrTail: string): ConversionError | null {
+  if (LOW_PROBE_SCORE.test(stderrTail)) {
+    return new ConversionError(
+      "unsupported_format",
+      "The file is not a video or audio file: its contents match no known media format. Check " +
+        "that you chose the right file, and upload a video or audio file, for example MP4, MKV, " +
+        "WebM, MP3 or WAV.",
+    );
+  }
   const notAllowed = /\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist/i.exec(stderrTail);
   if (notAllowed) {
     const demuxer = notAllowed[1] as string;

@@ -1,5 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { ConversionError, limitFailure, stderrExcerpt, toolFailure } from "./failures.ts";
+import {
+  ConversionError,
+  inputFailure,
+  limitFailure,
+  stderrExcerpt,
+  toolFailure,
+} from "./failures.ts";
 import type { RunResult } from "./ffmpeg.ts";
 import { chooseAudioStream, type ProbedStream, parseProbeOutput } from "./probe.ts";
 
@@ -116,6 +122,16 @@ describe("failures", () => {
     expect(failure.code).toBe("conversion_failed");
     expect(failure.message).toContain("ffmpeg: <file>");
     expect(failure.message).not.toContain("/tmp/x");
+  });
+
+  test("inputFailure maps a low probe score to unsupported_format", () => {
+    const stderr =
+      "[mp3 @ 0x556068bf1180] Format mp3 detected only with low score of 1, misdetection possible!\n" +
+      "[mp3 @ 0x5570f9c61300] Failed to read frame size: Could not seek to 5119.\n" +
+      "file:/tmp/work/job-1/input: Invalid argument\n";
+    const failure = inputFailure(stderr);
+    expect(failure?.code).toBe("unsupported_format");
+    expect(failure?.message).toContain("match no known media format");
   });
 
   test("limitFailure maps a timeout to timed_out", () => {

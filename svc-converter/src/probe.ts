@@ -3,7 +3,13 @@
  */
 import { stat } from "node:fs/promises";
 import { ConversionError, inputFailure, limitFailure, toolFailure } from "./failures.ts";
-import { FFPROBE_BASE_ARGS, type RunLimits, runTool, safeInputArgs } from "./ffmpeg.ts";
+import { type RunLimits, runTool, safeInputArgs } from "./ffmpeg.ts";
+
+/**
+ * Options ahead of the ffprobe call on an upload. Unlike `FFPROBE_BASE_ARGS`, they keep warnings,
+ * so that `inputFailure` can detect a format that libavformat guessed from a weak match.
+ */
+const PROBE_INPUT_BASE_ARGS = ["-hide_banner", "-v", "warning"] as const;
 
 /** One stream as ffprobe reports it, reduced to the fields the converter uses. */
 export interface ProbedStream {
@@ -120,7 +126,7 @@ export async function probeMedia(path: string, settings: ProbeSettings): Promise
   }
 
   const args = [
-    ...FFPROBE_BASE_ARGS,
+    ...PROBE_INPUT_BASE_ARGS,
     "-print_format",
     "json",
     "-show_format",

@@ -197,6 +197,24 @@ export async function generateTestMedia(dir: string): Promise<TestMedia> {
   };
 }
 
+/**
+ * Writes `size` pseudo-random bytes to `path`. The bytes come from xorshift32 seeded with `seed`
+ * (not 0), so a test gets the same file on every run.
+ */
+export async function writeRandomBytes(path: string, size: number, seed: number): Promise<void> {
+  const bytes = Buffer.alloc(size);
+  let state = seed >>> 0;
+  for (let i = 0; i < size; i++) {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    bytes[i] = state & 0xff;
+  }
+  await writeFile(path, bytes);
+}
+
 /** Stream and format fields of a file as ffprobe reports them, for checks in tests. */
 export async function ffprobeJson(path: string): Promise<{
   format: { format_name: string; duration?: string; tags?: Record<string, string> };
