@@ -59,7 +59,7 @@ export interface StackConfig {
   jwtIssuer: string;
   jwtAudience: string;
   auth: AppSizing & { signupMode: (typeof SIGNUP_MODES)[number] };
-  gateway: AppSizing & { uploadMaxBytes: number };
+  gateway: AppSizing & { uploadMaxBytes: number; maxActiveJobsPerUser: number };
   converter: AppSizing & {
     minReplicas: number;
     maxReplicas: number;
@@ -234,6 +234,7 @@ export function readStackConfig(config = new pulumi.Config()): StackConfig {
     gateway: {
       ...readAppSizing(read, "gateway", APP_DEFAULTS.gateway),
       uploadMaxBytes: read.int("uploadMaxBytes", 524_288_000, 1),
+      maxActiveJobsPerUser: read.int("maxActiveJobsPerUser", 10, 0, 1_000_000),
     },
     converter: readConverter(read),
     notify: {

@@ -421,6 +421,7 @@ describe("default minikube stack", () => {
         "JWT_ISSUER",
         "JWT_AUDIENCE",
         "UPLOAD_MAX_BYTES",
+        "MAX_ACTIVE_JOBS_PER_USER",
       ],
       converter: ["BROKER_URL", "STORAGE_URL", "HEALTH_PORT", "WORK_DIR"],
       notify: ["BROKER_URL", "MAIL_URL", "MAIL_FROM", "PUBLIC_URL", "HEALTH_PORT"],
@@ -433,6 +434,7 @@ describe("default minikube stack", () => {
     const gateway = resolveEnv(run, appContainer(run, "gateway"));
     expect(gateway.AUTH_URL).toBe("http://auth:5000");
     expect(gateway.PUBLIC_URL).toBe("http://mp3converter.com");
+    expect(gateway.MAX_ACTIVE_JOBS_PER_USER).toBe("10");
     expect(resolveEnv(run, appContainer(run, "auth")).TRUST_PROXY).toBe("true");
   });
 });

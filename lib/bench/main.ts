@@ -139,6 +139,8 @@ async function benchThroughput(dir: string) {
     authPort: 0,
     host: "127.0.0.1",
     logLevel: "warn",
+    // One user sends every job at once, more than the default limit of unfinished jobs.
+    extraEnv: { MAX_ACTIVE_JOBS_PER_USER: String(THROUGHPUT_JOBS) },
   });
   try {
     const client = new GatewayClient(system.gatewayUrl);

@@ -16,6 +16,8 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   range_not_satisfiable: 416,
   too_many_requests: 429,
+  /** An upload by a user who has the maximum number of unfinished jobs. */
+  too_many_active_jobs: 429,
   internal: 500,
   unavailable: 503,
 } as const;

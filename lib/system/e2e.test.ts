@@ -41,6 +41,8 @@ beforeAll(async () => {
     host: "127.0.0.1",
     logLevel: "debug",
     logDestination,
+    // The media corpus test uploads every corpus file at once as one user.
+    extraEnv: { MAX_ACTIVE_JOBS_PER_USER: "0" },
   });
   alice = new GatewayClient(system.gatewayUrl);
   await alice.signup("alice@example.com", PASSWORD);

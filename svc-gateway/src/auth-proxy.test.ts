@@ -205,6 +205,7 @@ describe("GET /readyz", () => {
       authUrl: "http://127.0.0.1:9",
       publicUrl: "http://localhost:8080",
       uploadMaxBytes: 1024,
+      maxActiveJobsPerUser: 10,
       videoQueue: harness.videoQueue,
       trustProxy: false,
     });

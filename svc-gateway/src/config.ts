@@ -18,6 +18,8 @@ export interface GatewayConfig {
   jwtAudience: string;
   /** Maximum size of an uploaded video file, not counting the multipart framing. */
   uploadMaxBytes: number;
+  /** Maximum number of unfinished jobs per user before an upload gets 429. 0 turns the limit off. */
+  maxActiveJobsPerUser: number;
   videoQueue: string;
   jobEventsQueue: string;
   /** Queue of notify, which gets the failure of a job whose video message was dead-lettered. */
@@ -45,6 +47,11 @@ export function readGatewayConfig(env: Env): Readonly<GatewayConfig> {
       jwtIssuer: read.string("JWT_ISSUER", { default: "mp3converter-auth" }),
       jwtAudience: read.string("JWT_AUDIENCE", { default: "mp3converter" }),
       uploadMaxBytes: read.int("UPLOAD_MAX_BYTES", { default: 524_288_000, min: 1 }),
+      maxActiveJobsPerUser: read.int("MAX_ACTIVE_JOBS_PER_USER", {
+        default: 10,
+        min: 0,
+        max: 1_000_000,
+      }),
       videoQueue: read.string("VIDEO_QUEUE", { default: DEFAULT_QUEUES.video }),
       jobEventsQueue: read.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
       mp3Queue: read.string("MP3_QUEUE", { default: DEFAULT_QUEUES.mp3 }),

@@ -52,6 +52,12 @@ const ADD_NOTIFIED_AT = [
   "UPDATE jobs SET notified_at = updated_at WHERE state IN ('notified', 'failed')",
 ];
 
+/**
+ * Index of the unfinished-job count that every upload runs. With it the count reads only the
+ * owner's unfinished rows from the index, however many finished jobs the owner has.
+ */
+const ADD_OWNER_STATE_INDEX = ["CREATE INDEX jobs_owner_state ON jobs (owner_id, state)"];
+
 /** Schema migrations of the gateway, applied in order at start-up. */
 export const GATEWAY_MIGRATIONS: readonly Migration[] = [
   {
@@ -66,6 +72,13 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     statements: {
       sqlite: ADD_NOTIFIED_AT,
       mysql: ADD_NOTIFIED_AT,
+    },
+  },
+  {
+    id: "gateway-003-index-owner-state",
+    statements: {
+      sqlite: ADD_OWNER_STATE_INDEX,
+      mysql: ADD_OWNER_STATE_INDEX,
     },
   },
 ];

@@ -8,7 +8,7 @@ import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { createLogger } from "@mp3converter/lib/log";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
-import { type JobRecord, JobStore, type NewJob } from "./jobs-store.ts";
+import { COUNT_UNFINISHED_OWNED, type JobRecord, JobStore, type NewJob } from "./jobs-store.ts";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
 
@@ -133,6 +133,38 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: "mp3-1", at: 2 });
       expect(await jobs.findByMp3("mp3-1", "user-2")).toBeNull();
       expect((await jobs.findByMp3("mp3-1", "user-1"))?.id).toBe(job.id);
+    });
+
+    test("counts unfinished jobs per owner", async () => {
+      const states = ["queued", "converting", "converted", "notified", "failed"] as const;
+      for (const state of states) {
+        const job = newJob();
+        await jobs.insert(job);
+        if (state === "queued") continue;
+        const update = { state, at: 2 };
+        if (state === "notified") {
+          await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at: 2 });
+        }
+        expect(await jobs.applyUpdate(job.id, update)).toBe(true);
+      }
+      await jobs.insert(newJob({ ownerId: "user-2" }));
+
+      expect(await jobs.countUnfinished("user-1")).toBe(3);
+      expect(await jobs.countUnfinished("user-2")).toBe(1);
+      expect(await jobs.countUnfinished("user-3")).toBe(0);
+    });
+
+    test("unfinished count uses the owner and state index", async () => {
+      const sql = COUNT_UNFINISHED_OWNED;
+      if (dialect === "sqlite") {
+        const plan = await db.query<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, ["user-1"]);
+        expect(plan.map((row) => row.detail).join("\n")).toContain(
+          "COVERING INDEX jobs_owner_state",
+        );
+      } else {
+        const plan = await db.query<{ possible_keys: string }>(`EXPLAIN ${sql}`, ["user-1"]);
+        expect(plan[0]?.possible_keys).toContain("jobs_owner_state");
+      }
     });
 
     test("stores non-ASCII filenames unchanged", async () => {

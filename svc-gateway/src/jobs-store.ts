@@ -81,9 +81,15 @@ const SELECT_BY_MP3 =
   `SELECT ${JOB_COLUMNS} FROM jobs WHERE mp3_fid = ? AND owner_id = ? ` +
   "AND state IN ('converted', 'notified')";
 
+/** States of a job still in progress. A job leaves them when it is notified or failed. */
+const UNFINISHED_STATES = "'queued', 'converting', 'converted'";
+
 const MARK_UNFINISHED_UNPUBLISHED =
   "UPDATE jobs SET published_at = NULL, publish_lease_until = NULL " +
-  "WHERE state IN ('queued', 'converting', 'converted')";
+  `WHERE state IN (${UNFINISHED_STATES})`;
+
+/** Counts the unfinished jobs of one owner; exported for the test of its query plan. */
+export const COUNT_UNFINISHED_OWNED = `SELECT COUNT(*) AS unfinished FROM jobs WHERE owner_id = ? AND state IN (${UNFINISHED_STATES})`;
 
 const RECORD_EMAIL_SENT =
   "UPDATE jobs SET notified_at = ? WHERE id = ? AND state = ? AND notified_at IS NULL";
@@ -160,6 +166,12 @@ export class JobStore {
   async findByMp3(mp3Fid: string, ownerId: string): Promise<JobRecord | null> {
     const rows = await this.#db.query(SELECT_BY_MP3, [mp3Fid, ownerId]);
     return rows[0] ? toJobRecord(rows[0]) : null;
+  }
+
+  /** Counts the jobs of `ownerId` in `queued`, `converting` or `converted`. */
+  async countUnfinished(ownerId: string): Promise<number> {
+    const rows = await this.#db.query(COUNT_UNFINISHED_OWNED, [ownerId]);
+    return Number(rows[0]?.unfinished ?? 0);
   }
 
   /** Lists the jobs of `ownerId`, newest first, starting after `cursor`. */

@@ -28,6 +28,8 @@ let dir: string;
 let gateway: RunningGateway;
 let baseUrl: string;
 let token: string;
+/** Token of a user who uploads under `MAX_ACTIVE_JOBS_PER_USER`. */
+let limitedToken: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mp3c-gateway-serve-"));
@@ -41,6 +43,7 @@ beforeAll(async () => {
     AUTH_URL: "http://127.0.0.1:9",
     PUBLIC_URL: "http://localhost:8080",
     UPLOAD_MAX_BYTES: String(UPLOAD_BYTES + CHUNK_BYTES),
+    MAX_ACTIVE_JOBS_PER_USER: "1",
   });
   gateway = await startGateway(config, {
     logger: createLogger({ service: "gateway-test", level: "silent" }),
@@ -53,6 +56,12 @@ beforeAll(async () => {
     { issuer: ISSUER, audience: AUDIENCE, ttlSeconds: 3600 },
   );
   token = signed.token;
+  const limited = await issueToken(
+    keys,
+    { userId: "user-limited", email: "limited@example.com", admin: false },
+    { issuer: ISSUER, audience: AUDIENCE, ttlSeconds: 3600 },
+  );
+  limitedToken = limited.token;
 });
 
 afterAll(async () => {
@@ -175,6 +184,32 @@ describe("gateway over HTTP", () => {
     expect(headers).toStartWith("HTTP/1.1 413");
     expect(headers.toLowerCase()).toContain("content-type: application/json");
     expect(body).toContain('"code":"payload_too_large"');
+  });
+
+  test("answers 429 at the job limit without reading the body", async () => {
+    const form = new FormData();
+    form.set("file", new Blob(["video bytes"]), "first.mp4");
+    const first = await fetch(`${baseUrl}/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${limitedToken}` },
+      body: form,
+    });
+    expect(first.status).toBe(202);
+
+    // Only the headers are sent, so the response must come before any byte of the body.
+    const head =
+      "POST /upload HTTP/1.1\r\n" +
+      `Host: 127.0.0.1:${gateway.port}\r\n` +
+      `Authorization: Bearer ${limitedToken}\r\n` +
+      `Content-Type: ${MULTIPART_TYPE}\r\n` +
+      `Content-Length: ${1024 * 1024}\r\n` +
+      "Connection: close\r\n\r\n";
+    const raw = await rawExchange(gateway.port, head);
+    const [headers = "", body = ""] = raw.split("\r\n\r\n");
+    expect(headers).toStartWith("HTTP/1.1 429");
+    expect(headers.toLowerCase()).toContain("retry-after: 30");
+    expect(headers.toLowerCase()).toContain("content-type: application/json");
+    expect(body).toContain('"code":"too_many_active_jobs"');
   });
 
   test("rejects a missing token with 401", async () => {

@@ -98,6 +98,8 @@ export interface Harness {
 
 export interface HarnessOptions {
   uploadMaxBytes?: number;
+  /** Defaults to 10, the service's default. */
+  maxActiveJobsPerUser?: number;
   authUrl?: string;
   trustProxy?: boolean;
 }
@@ -133,6 +135,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     authUrl,
     publicUrl: PUBLIC_URL,
     uploadMaxBytes: options.uploadMaxBytes ?? 10 * 1024 * 1024,
+    maxActiveJobsPerUser: options.maxActiveJobsPerUser ?? 10,
     videoQueue,
     trustProxy: options.trustProxy ?? false,
   });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { decodeMessage, VideoMessageSchema } from "@mp3converter/lib/messages";
+import { decodeMessage, type JobState, VideoMessageSchema } from "@mp3converter/lib/messages";
 import { runOutboxOnce } from "./outbox.ts";
 import {
   BASE,
@@ -15,6 +15,7 @@ import {
   storedVideoFiles,
   waitFor,
 } from "./test-helpers.ts";
+import { ACTIVE_JOBS_RETRY_AFTER_SECONDS } from "./upload.ts";
 
 const MAX_BYTES = 64 * 1024;
 /** A random (version 4) UUID: job ids carry 122 random bits, so they cannot be guessed. */
@@ -421,5 +422,123 @@ describe("POST /upload", () => {
     const response = await h.app.handle(request);
     expect(response.status).toBe(401);
     expect(response.headers.get("www-authenticate")).toContain('error="invalid_token"');
+  });
+});
+
+describe("POST /upload with unfinished jobs", () => {
+  const LIMIT = 3;
+
+  beforeEach(async () => {
+    await h.close();
+    h = await createHarness({ uploadMaxBytes: MAX_BYTES, maxActiveJobsPerUser: LIMIT });
+    token = await h.tokenFor("user-1", "alice@example.com");
+  });
+
+  /** Records a job of `ownerId` directly in the store, moved on to `state`. */
+  async function recordJob(ownerId: string, state: JobState): Promise<string> {
+    const id = crypto.randomUUID();
+    await h.jobs.insert({
+      id,
+      ownerId,
+      ownerEmail: `${ownerId}@example.com`,
+      filename: "old.mp4",
+      videoFid: `video-${id}`,
+      requestId: "req-old",
+      createdAt: 1_000,
+      publishLeaseUntil: 0,
+    });
+    if (state === "converted" || state === "notified") {
+      await h.jobs.applyUpdate(id, { state: "converted", mp3Fid: id, at: 2_000 });
+    }
+    if (state === "converting" || state === "notified") {
+      await h.jobs.applyUpdate(id, { state, at: 3_000 });
+    }
+    if (state === "failed") {
+      const failure = { code: "no_audio", message: "The video has no audio track." };
+      await h.jobs.applyUpdate(id, { state, failure, at: 3_000 });
+    }
+    return id;
+  }
+
+  /** Builds an upload body that counts how often the gateway pulls from it. */
+  function countingBody(): { body: ReadableStream<Uint8Array>; pulls(): number } {
+    const form = multipartBody([{ name: "file", filename: "a.mp4", content: "video bytes" }]);
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled++;
+        controller.enqueue(form);
+        controller.close();
+      },
+    });
+    return { body, pulls: () => pulled };
+  }
+
+  test("rejects an upload at the limit with 429 before reading", async () => {
+    for (const state of ["queued", "converting", "converted"] as const) {
+      await recordJob("user-1", state);
+    }
+    const { body, pulls } = countingBody();
+    const response = await h.app.handle(uploadRequest(body));
+
+    expect(response.status).toBe(429);
+    expect(response.headers.get("retry-after")).toBe(String(ACTIVE_JOBS_RETRY_AFTER_SECONDS));
+    expect(response.headers.get("content-type")).toStartWith("application/json");
+    const error = (await response.json()) as {
+      code: string;
+      message: string;
+      details: { active_jobs: number; max_active_jobs: number };
+      request_id: string;
+    };
+    expect(error.code).toBe("too_many_active_jobs");
+    expect(error.message).toContain("Wait until one of them is notified or failed");
+    expect(error.details).toEqual({ active_jobs: LIMIT, max_active_jobs: LIMIT });
+    expect(error.request_id).toBe(response.headers.get("x-request-id") ?? "");
+    // A ReadableStream pulls once when it is built, before anyone reads it.
+    expect(pulls()).toBeLessThanOrEqual(1);
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(LIMIT);
+    expect(h.broker.publishedCount).toBe(0);
+  });
+
+  test("counts neither finished jobs nor other users' jobs", async () => {
+    await recordJob("user-1", "queued");
+    await recordJob("user-1", "converting");
+    await recordJob("user-1", "notified");
+    await recordJob("user-1", "failed");
+    for (let i = 0; i < LIMIT; i++) await recordJob("user-2", "queued");
+
+    const response = await uploadParts([{ name: "file", filename: "a.mp4", content: "x" }]);
+    expect(response.status).toBe(202);
+  });
+
+  test("accepts again once a job finishes", async () => {
+    const ids = [];
+    for (let i = 0; i < LIMIT; i++) ids.push(await recordJob("user-1", "queued"));
+    const file: FormPart[] = [{ name: "file", filename: "a.mp4", content: "x" }];
+    expect((await uploadParts(file)).status).toBe(429);
+
+    const failure = { code: "no_audio", message: "The video has no audio track." };
+    await h.jobs.applyUpdate(ids[0] ?? "", { state: "failed", failure, at: 4_000 });
+    expect((await uploadParts(file)).status).toBe(202);
+    expect((await uploadParts(file)).status).toBe(429);
+  });
+
+  test("limit 0 turns the check off", async () => {
+    await h.close();
+    h = await createHarness({ uploadMaxBytes: MAX_BYTES, maxActiveJobsPerUser: 0 });
+    token = await h.tokenFor("user-1", "alice@example.com");
+    for (let i = 0; i < 20; i++) await recordJob("user-1", "queued");
+
+    const response = await uploadParts([{ name: "file", filename: "a.mp4", content: "x" }]);
+    expect(response.status).toBe(202);
+  });
+
+  test("checks the media type before the limit", async () => {
+    for (let i = 0; i < LIMIT; i++) await recordJob("user-1", "queued");
+    const response = await h.app.handle(
+      uploadRequest("raw bytes", { "content-type": "application/octet-stream" }),
+    );
+    expect(response.status).toBe(415);
   });
 });

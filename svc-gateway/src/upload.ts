@@ -1,6 +1,7 @@
 /**
  * `POST /upload`: stores the video, records a `queued` job and publishes its VideoMessage. The
  * job row is written before the publish, so a broker outage delays the job but never loses it.
+ * A user with `maxActiveJobsPerUser` unfinished jobs gets 429 before any byte of the body is read.
  */
 import { randomUUID } from "node:crypto";
 import { AppError } from "@mp3converter/lib/errors";
@@ -26,8 +27,16 @@ export interface UploadDeps {
   broker: Broker;
   videoQueue: string;
   uploadMaxBytes: number;
+  /** Maximum number of unfinished jobs per user. A value of 0 turns the limit off. */
+  maxActiveJobsPerUser: number;
   publicUrl: string;
 }
+
+/**
+ * Retry-After of the 429 for too many unfinished jobs. It is a polling interval, not a forecast,
+ * because when a job finishes depends on the converters' queue and the video's length.
+ */
+export const ACTIVE_JOBS_RETRY_AFTER_SECONDS = 30;
 
 /** Body of the 202 response. */
 export interface UploadAccepted {
@@ -48,6 +57,36 @@ function checkUploadHeaders(request: Request, maxBytes: number): void {
   // explain proves the file too large before any byte is read.
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > maxBytes + MULTIPART_OVERHEAD_BYTES) throw tooLarge(maxBytes);
+}
+
+/**
+ * Rejects the upload with 429 when `owner` already has the maximum number of unfinished jobs.
+ *
+ * NOTE: the count and the later insert are separate statements, so concurrent uploads by one user
+ * can each pass this check and the user can end up over the limit by their number. The check runs
+ * before the body is read, where no job exists yet to insert.
+ */
+async function checkActiveJobLimit(owner: Principal, deps: UploadDeps, log: Logger): Promise<void> {
+  const max = deps.maxActiveJobsPerUser;
+  if (max === 0) return;
+  let unfinished: number;
+  try {
+    unfinished = await deps.jobs.countUnfinished(owner.userId);
+  } catch (error) {
+    log.error({ err: errorFields(error) }, "counting unfinished jobs failed");
+    throw new AppError("unavailable", "Checking your unfinished jobs failed. Try again later.");
+  }
+  if (unfinished < max) return;
+  log.info({ unfinished, max_active_jobs: max }, "upload rejected: too many unfinished jobs");
+  throw new AppError(
+    "too_many_active_jobs",
+    `You have ${unfinished} unfinished jobs, and the limit is ${max}. Wait until one of them is ` +
+      "notified or failed (GET /jobs lists their states), then upload again.",
+    {
+      headers: { "retry-after": String(ACTIVE_JOBS_RETRY_AFTER_SECONDS) },
+      details: { active_jobs: unfinished, max_active_jobs: max },
+    },
+  );
 }
 
 function newJobRecord(file: ReceivedFile, owner: Principal, requestId: string): JobRecord {
@@ -108,6 +147,7 @@ export async function acceptUpload(
   deps: UploadDeps,
 ): Promise<UploadAccepted> {
   checkUploadHeaders(request, deps.uploadMaxBytes);
+  await checkActiveJobLimit(owner, deps, context.log);
   const file = await receiveSingleFile(request, {
     store: deps.store,
     bucket: "videos",
