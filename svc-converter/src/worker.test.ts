@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -381,13 +381,43 @@ async function convertThroughStore(
   }
 }
 
-test("invisible existing mp3 requeues the job", async () => {
+test("invisible existing mp3 is put again", async () => {
   const run = await convertThroughStore("claimed", storeClaimingFirstMp3);
 
   expect(run.failedPuts).toBe(1);
-  expect(run.states).toEqual(["converting", "converting", "converted"]);
+  expect(run.states).toEqual(["converting", "converted"]);
   expect(run.mp3).not.toBeNull();
 });
+
+test("mp3 orphan of a crashed put is taken over", async () => {
+  const name = "orphan";
+  const run = await convertThroughStore(name, (store) => {
+    // The file store's layout: a data file `<root>/mp3s/<id>` without its metadata file is what
+    // a put killed before its rename leaves. It is 27 s old, so it turns stale within 3 s.
+    const mp3Dir = join(dir, `${name}-files`, "mp3s");
+    const orphanWritten = mkdir(mp3Dir, { recursive: true })
+      .then(() => writeFile(join(mp3Dir, `job-${name}`), "half an mp3"))
+      .then(() => {
+        const then = new Date(Date.now() - 27_000);
+        return utimes(join(mp3Dir, `job-${name}`), then, then);
+      });
+    const wrapper = { ...storeFailingFirstMp3Put(store), failedPuts: 0 };
+    wrapper.put = async (...args: Parameters<BlobStore["put"]>) => {
+      await orphanWritten;
+      try {
+        return await store.put(...args);
+      } catch (error) {
+        if (error instanceof BlobExistsError) wrapper.failedPuts += 1;
+        throw error;
+      }
+    };
+    return wrapper;
+  });
+
+  expect(run.failedPuts).toBeGreaterThan(0);
+  expect(run.states).toEqual(["converting", "converted"]);
+  expect(run.mp3?.size).toBeGreaterThan("half an mp3".length);
+}, 60_000);
 
 test("storage error requeues the message", async () => {
   const run = await convertThroughStore("flaky", storeFailingFirstMp3Put);

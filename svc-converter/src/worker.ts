@@ -198,6 +198,34 @@ async function storeMp3(
   store: BlobStore,
   log: Logger,
 ): Promise<void> {
+  const deadline = Date.now() + EXISTING_MP3_WAIT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await putMp3(message, mp3, store);
+      return;
+    } catch (error) {
+      if (!(error instanceof BlobExistsError)) throw error;
+    }
+    // Either a concurrent delivery of the same job took the id, which counts as done once its
+    // blob is visible, or a crashed put left a data file without metadata, which the store takes
+    // over once it is stale. Waiting here keeps retries from using up the delivery limit.
+    if (await waitForVisibleBlob(store, message.job_id)) {
+      log.info("mp3 was stored by a concurrent delivery of the same job");
+      return;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `mp3 blob ${message.job_id} exists but has had no metadata for ` +
+          `${EXISTING_MP3_WAIT_MS / 1000} s; the job is retried later`,
+      );
+    }
+    if (attempt === 1)
+      log.info("mp3 id is taken by a blob without metadata; waiting to take it over");
+  }
+}
+
+/** Stores the converted file as `mp3s/<job id>`. */
+async function putMp3(message: VideoMessage, mp3: ConvertedMp3, store: BlobStore): Promise<void> {
   // Opened here rather than with createReadStream(path): a store that fails before reading would
   // leave a lazy stream that opens after `dispose` deleted the file and emits an unhandled error.
   const file = await open(mp3.path, "r");
@@ -207,18 +235,6 @@ async function storeMp3(
       filename: mp3FileName(message.filename),
       contentType: MP3_CONTENT_TYPE,
     });
-  } catch (error) {
-    if (!(error instanceof BlobExistsError)) throw error;
-    // Another consumer stored the same job's MP3 first, which counts as done once the blob is
-    // visible. The store raises the error also for a data file left without metadata by a crash,
-    // which it takes over only after a while, so the delivery fails and is retried later.
-    if (!(await waitForVisibleBlob(store, message.job_id))) {
-      throw new Error(
-        `mp3 blob ${message.job_id} exists but has no metadata yet; the job is retried later`,
-        { cause: error },
-      );
-    }
-    log.info("mp3 was stored by a concurrent delivery of the same job");
   } finally {
     await file.close();
   }
@@ -226,6 +242,12 @@ async function storeMp3(
 
 /** Time in milliseconds that a concurrent put of the same MP3 gets to make it visible. */
 const CONCURRENT_PUT_WAIT_MS = 2_000;
+
+/**
+ * Time in milliseconds that `storeMp3` keeps trying while the MP3's id is taken by a blob without
+ * metadata. It exceeds the file store's 30 s bound after which such a file counts as abandoned.
+ */
+const EXISTING_MP3_WAIT_MS = 45_000;
 
 /** Polls `stat` of `mp3s/<id>` until the blob is visible or `CONCURRENT_PUT_WAIT_MS` has passed. */
 async function waitForVisibleBlob(store: BlobStore, id: string): Promise<boolean> {
