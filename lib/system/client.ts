@@ -93,6 +93,15 @@ export class GatewayClient {
     return JSON.parse(await this.#expect("job status", response, 200)) as JobView;
   }
 
+  /** Deletes a finished job with its video and MP3 (`DELETE /jobs/:id`, which returns 204). */
+  async deleteJob(jobId: string): Promise<void> {
+    const response = await fetch(`${this.baseUrl}/jobs/${encodeURIComponent(jobId)}`, {
+      method: "DELETE",
+      headers: this.#auth(),
+    });
+    await this.#expect("job deletion", response, 204);
+  }
+
   /** Polls the job until it is `notified` or `failed`, or throws after `timeoutMs`. */
   async waitForJob(jobId: string, timeoutMs = 120_000): Promise<JobView> {
     const deadline = Date.now() + timeoutMs;

@@ -3,6 +3,7 @@
  * downloads the MP3 and finds the email in the outbox; bad inputs end `failed` with a reason.
  * Last, the log lines of the whole run are searched for the secrets it used.
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -67,6 +68,20 @@ async function emailsFor(jobId: string) {
   return parsed.filter((mail) => mail.text?.includes(jobId));
 }
 
+/** Reads the video blob id of a job from the gateway's database. The API does not return it. */
+function storedVideoFid(jobId: string): string {
+  const db = new Database(join(system.dataDir, "gateway.db"), { readonly: true });
+  try {
+    const row = db.query("SELECT video_fid FROM jobs WHERE id = ?").get(jobId) as {
+      video_fid: string;
+    } | null;
+    if (!row) throw new Error(`job ${jobId} is not in gateway.db`);
+    return row.video_fid;
+  } finally {
+    db.close();
+  }
+}
+
 async function convert(path: string): Promise<JobView> {
   const accepted = await alice.upload(path);
   expect(accepted.state).toBe("queued");
@@ -93,6 +108,18 @@ describe("all-in-one pipeline", () => {
     expect(mails[0]?.to).toBeDefined();
     expect(mails[0]?.text).toContain(job.mp3_fid ?? "");
     expect(mails[0]?.text).toContain(`/download?fid=${job.mp3_fid}`);
+
+    // The owner deletes the finished job, and its video and MP3 leave the data directory.
+    const videoFid = storedVideoFid(job.job_id);
+    const filesOf = async (bucket: string, id: string) =>
+      (await readdir(join(system.dataDir, "files", bucket))).filter((name) => name.startsWith(id));
+    expect(await filesOf("videos", videoFid)).not.toEqual([]);
+    expect(await filesOf("mp3s", job.mp3_fid ?? "")).not.toEqual([]);
+    await alice.deleteJob(job.job_id);
+    await expect(alice.job(job.job_id)).rejects.toMatchObject({ status: 404 });
+    await expect(alice.download(job.mp3_fid ?? "")).rejects.toMatchObject({ status: 404 });
+    expect(await filesOf("videos", videoFid)).toEqual([]);
+    expect(await filesOf("mp3s", job.mp3_fid ?? "")).toEqual([]);
   });
 
   test.each([

@@ -8,7 +8,7 @@ import type { TokenVerifier } from "@mp3converter/lib/tokens";
 import { forwardToAuth } from "./auth-proxy.ts";
 import { authenticate } from "./bearer.ts";
 import { downloadMp3, parseFid } from "./download.ts";
-import { getJob, listJobs, parseJobListQuery } from "./job-routes.ts";
+import { deleteJob, getJob, listJobs, parseJobListQuery } from "./job-routes.ts";
 import type { JobStore } from "./jobs-store.ts";
 import { acceptUpload } from "./upload.ts";
 
@@ -67,6 +67,12 @@ export function createGatewayApp(deps: GatewayAppDeps) {
     .get("/jobs/:id", async ({ request, params }) => {
       const owner = await authenticate(request, deps.verifier);
       return getJob(params.id, owner.userId, jobRoutes);
+    })
+    .delete("/jobs/:id", async ({ request, params, log, set }) => {
+      const owner = await authenticate(request, deps.verifier);
+      await deleteJob(params.id, owner.userId, { ...jobRoutes, store: deps.store, log });
+      set.status = 204;
+      return null;
     })
     .get("/download", async ({ request }) => {
       const owner = await authenticate(request, deps.verifier);

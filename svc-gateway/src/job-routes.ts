@@ -1,5 +1,8 @@
-/** `GET /jobs/:id` and `GET /jobs`: the caller's jobs, never anyone else's. */
+/** `GET /jobs/:id`, `GET /jobs` and `DELETE /jobs/:id`: the caller's jobs, never anyone else's. */
 import { AppError } from "@mp3converter/lib/errors";
+import type { Logger } from "@mp3converter/lib/log";
+import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import { deleteFinishedJob, isFinishedState } from "./job-deletion.ts";
 import { decodeCursor, encodeCursor, isJobId, type JobView, toJobView } from "./job-views.ts";
 import type { JobCursor, JobStore } from "./jobs-store.ts";
 
@@ -57,6 +60,29 @@ export async function getJob(id: string, ownerId: string, deps: JobRouteDeps): P
   const job = await deps.jobs.findOwned(id, ownerId);
   if (!job) throw jobNotFound();
   return toJobView(job, deps.publicUrl);
+}
+
+/**
+ * Deletes the finished job `id` of `ownerId` with its video and MP3. Rejects an unknown job or
+ * another user's job with the 404 of `getJob`, and an unfinished job with 409 `job_in_progress`.
+ */
+export async function deleteJob(
+  id: string,
+  ownerId: string,
+  deps: JobRouteDeps & { store: BlobStore; log: Logger },
+): Promise<void> {
+  if (!isJobId(id)) throw jobNotFound();
+  const job = await deps.jobs.findOwned(id, ownerId);
+  if (!job) throw jobNotFound();
+  if (!isFinishedState(job.state)) {
+    throw new AppError(
+      "job_in_progress",
+      `The job is still ${job.state}. Wait until it is notified or failed, then delete it again.`,
+      { details: { state: job.state } },
+    );
+  }
+  const deleted = await deleteFinishedJob(job, deps);
+  deps.log.info({ job_id: id, state: job.state, row_deleted: deleted }, "job deleted");
 }
 
 /** Returns one page of the jobs of `ownerId`, newest first. */

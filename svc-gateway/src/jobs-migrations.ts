@@ -58,6 +58,12 @@ const ADD_NOTIFIED_AT = [
  */
 const ADD_OWNER_STATE_INDEX = ["CREATE INDEX jobs_owner_state ON jobs (owner_id, state)"];
 
+/**
+ * Index of the retention sweep, which pages through finished jobs by `updated_at`. Without it
+ * every sweep reads the whole table.
+ */
+const ADD_STATE_UPDATED_INDEX = ["CREATE INDEX jobs_state_updated ON jobs (state, updated_at, id)"];
+
 /** Schema migrations of the gateway, applied in order at start-up. */
 export const GATEWAY_MIGRATIONS: readonly Migration[] = [
   {
@@ -79,6 +85,13 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     statements: {
       sqlite: ADD_OWNER_STATE_INDEX,
       mysql: ADD_OWNER_STATE_INDEX,
+    },
+  },
+  {
+    id: "gateway-004-index-state-updated",
+    statements: {
+      sqlite: ADD_STATE_UPDATED_INDEX,
+      mysql: ADD_STATE_UPDATED_INDEX,
     },
   },
 ];

@@ -8,7 +8,13 @@ import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { createLogger } from "@mp3converter/lib/log";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
-import { COUNT_UNFINISHED_OWNED, type JobRecord, JobStore, type NewJob } from "./jobs-store.ts";
+import {
+  COUNT_UNFINISHED_OWNED,
+  type JobRecord,
+  JobStore,
+  type NewJob,
+  SELECT_FINISHED_BEFORE,
+} from "./jobs-store.ts";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
 
@@ -250,6 +256,78 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       expect((await jobs.findOwned(ids.notified, "user-1"))?.publishedAt).toBe(20);
       expect((await jobs.findOwned(ids.failed, "user-1"))?.publishedAt).toBe(20);
       expect((await jobs.findOwned(ids.converted, "user-1"))?.state).toBe("converted");
+    });
+  });
+
+  describe("deletion", () => {
+    const failure = { code: "no_audio", message: "The video has no audio track." };
+
+    /** Inserts a job and moves it to `state` at time `at`. */
+    async function jobIn(state: JobRecord["state"], at: number): Promise<string> {
+      const job = newJob();
+      await jobs.insert(job);
+      if (state === "notified") {
+        await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at });
+      }
+      if (state !== "queued") {
+        await jobs.applyUpdate(job.id, { state, at, ...(state === "failed" && { failure }) });
+      }
+      return job.id;
+    }
+
+    test("finds a job of any owner by id", async () => {
+      const job = newJob({ ownerId: "user-2" });
+      await jobs.insert(job);
+      expect((await jobs.findById(job.id))?.ownerId).toBe("user-2");
+      expect(await jobs.findById(crypto.randomUUID())).toBeNull();
+    });
+
+    test("deletes only finished jobs", async () => {
+      const states = ["queued", "converting", "converted", "notified", "failed"] as const;
+      for (const state of states) {
+        const id = await jobIn(state, 2);
+        const finished = state === "notified" || state === "failed";
+        expect(await jobs.deleteFinished(id)).toBe(finished);
+        expect(await jobs.findById(id)).toEqual(finished ? null : expect.anything());
+        expect(await jobs.deleteFinished(id)).toBe(false);
+      }
+    });
+
+    test("lists finished jobs updated before a cutoff", async () => {
+      const notifiedAt5 = await jobIn("notified", 5);
+      const failedAt3 = await jobIn("failed", 3);
+      await jobIn("notified", 10);
+      await jobIn("failed", 11);
+      for (const state of ["queued", "converting", "converted"] as const) await jobIn(state, 1);
+
+      const listed = await jobs.listFinishedBefore(10, 10);
+      expect(listed.map((job) => job.id)).toEqual([failedAt3, notifiedAt5]);
+    });
+
+    test("pages finished jobs by update time and id", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++)
+        ids.push(await jobIn(i % 2 ? "failed" : "notified", i < 3 ? 2 : 3));
+      const expected = [...ids.slice(0, 3).sort(), ...ids.slice(3).sort()];
+      const seen: string[] = [];
+      let page = await jobs.listFinishedBefore(100, 2);
+      while (page.length > 0) {
+        seen.push(...page.map((job) => job.id));
+        const last = page.at(-1) as JobRecord;
+        page = await jobs.listFinishedBefore(100, 2, { updatedAt: last.updatedAt, id: last.id });
+      }
+      expect(seen).toEqual(expected);
+    });
+
+    test("expired job listing uses the state and update index", async () => {
+      const sql = SELECT_FINISHED_BEFORE;
+      if (dialect === "sqlite") {
+        const plan = await db.query<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, [1]);
+        expect(plan.map((row) => row.detail).join("\n")).toContain("INDEX jobs_state_updated");
+      } else {
+        const plan = await db.query<{ possible_keys: string }>(`EXPLAIN ${sql}`, [1]);
+        expect(plan[0]?.possible_keys).toContain("jobs_state_updated");
+      }
     });
   });
 

@@ -55,6 +55,12 @@ export interface JobCursor {
   id: string;
 }
 
+/** Position in the retention sweep: the last job of the previous page. */
+export interface JobUpdateCursor {
+  updatedAt: number;
+  id: string;
+}
+
 /**
  * States a job may be in for an update to `state` to apply. `failed` applies only before the MP3
  * exists: a job that has an MP3 stays downloadable even if a late failure arrives.
@@ -77,6 +83,8 @@ const INSERT_JOB =
 
 const SELECT_OWNED_JOB = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND owner_id = ?`;
 
+const SELECT_JOB = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`;
+
 const SELECT_BY_MP3 =
   `SELECT ${JOB_COLUMNS} FROM jobs WHERE mp3_fid = ? AND owner_id = ? ` +
   "AND state IN ('converted', 'notified')";
@@ -90,6 +98,17 @@ const MARK_UNFINISHED_UNPUBLISHED =
 
 /** Counts the unfinished jobs of one owner; exported for the test of its query plan. */
 export const COUNT_UNFINISHED_OWNED = `SELECT COUNT(*) AS unfinished FROM jobs WHERE owner_id = ? AND state IN (${UNFINISHED_STATES})`;
+
+/** States of a finished job. Both are terminal, so a finished job never changes state again. */
+const FINISHED_STATES = "'notified', 'failed'";
+
+const DELETE_FINISHED_JOB = `DELETE FROM jobs WHERE id = ? AND state IN (${FINISHED_STATES})`;
+
+/**
+ * Lists finished jobs last updated before a cutoff, oldest first; the retention sweep pages
+ * through it. Exported for the test of its query plan.
+ */
+export const SELECT_FINISHED_BEFORE = `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN (${FINISHED_STATES}) AND updated_at < ?`;
 
 const RECORD_EMAIL_SENT =
   "UPDATE jobs SET notified_at = ? WHERE id = ? AND state = ? AND notified_at IS NULL";
@@ -159,6 +178,12 @@ export class JobStore {
   /** Returns the job when it exists and belongs to `ownerId`, else null. */
   async findOwned(id: string, ownerId: string): Promise<JobRecord | null> {
     const rows = await this.#db.query(SELECT_OWNED_JOB, [id, ownerId]);
+    return rows[0] ? toJobRecord(rows[0]) : null;
+  }
+
+  /** Returns the job with this id, whoever owns it, else null. */
+  async findById(id: string): Promise<JobRecord | null> {
+    const rows = await this.#db.query(SELECT_JOB, [id]);
     return rows[0] ? toJobRecord(rows[0]) : null;
   }
 
@@ -239,6 +264,36 @@ export class JobStore {
       `ORDER BY created_at, id LIMIT ${Math.trunc(limit)}`;
     const rows = await this.#db.query(sql, params);
     return rows.map(toJobRecord);
+  }
+
+  /**
+   * Lists `notified` and `failed` jobs whose `updated_at` is before `cutoff`, oldest first,
+   * starting after `cursor`.
+   */
+  async listFinishedBefore(
+    cutoff: number,
+    limit: number,
+    cursor?: JobUpdateCursor,
+  ): Promise<JobRecord[]> {
+    const params: SqlValue[] = [cutoff];
+    let after = "";
+    if (cursor) {
+      after = " AND (updated_at > ? OR (updated_at = ? AND id > ?))";
+      params.push(cursor.updatedAt, cursor.updatedAt, cursor.id);
+    }
+    const sql =
+      `${SELECT_FINISHED_BEFORE}${after} ` + `ORDER BY updated_at, id LIMIT ${Math.trunc(limit)}`;
+    const rows = await this.#db.query(sql, params);
+    return rows.map(toJobRecord);
+  }
+
+  /**
+   * Deletes the row of a `notified` or `failed` job. Returns false when no such row exists, for
+   * example because another request or replica deleted it first, or the job is unfinished.
+   */
+  async deleteFinished(id: string): Promise<boolean> {
+    const result = await this.#db.execute(DELETE_FINISHED_JOB, [id]);
+    return result.affectedRows > 0;
   }
 
   /** Lists unpublished jobs whose lease is free, oldest first. */

@@ -432,7 +432,8 @@ describe("wrong methods", () => {
     ["GET", "/upload", "POST, OPTIONS"],
     ["GET", "/login", "POST, OPTIONS"],
     ["POST", "/jobs", "GET, HEAD, OPTIONS"],
-    ["DELETE", "/jobs/0b9e3f57-4bd6-4f47-9d8a-0c4f2f1b2a10", "GET, HEAD, OPTIONS"],
+    ["PUT", "/jobs/0b9e3f57-4bd6-4f47-9d8a-0c4f2f1b2a10", "GET, HEAD, DELETE, OPTIONS"],
+    ["DELETE", "/jobs", "GET, HEAD, OPTIONS"],
     ["PATCH", "/download?fid=abc", "GET, HEAD, OPTIONS"],
     ["TRACE", "/signup", "POST, OPTIONS"],
   ])("%s %s gets 405 with Allow: %s", async (method, path, allow) => {

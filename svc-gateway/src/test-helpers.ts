@@ -9,6 +9,7 @@ import { openBroker } from "@mp3converter/lib/adapters/broker";
 import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
 import { openBlobStore } from "@mp3converter/lib/adapters/storage";
 import { createLogger, type Logger } from "@mp3converter/lib/log";
+import type { JobState } from "@mp3converter/lib/messages";
 import type {
   Broker,
   BrokerHealth,
@@ -19,7 +20,7 @@ import type {
   Subscription,
 } from "@mp3converter/lib/ports/broker";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
-import type { BlobStore } from "@mp3converter/lib/ports/storage";
+import type { BlobStore, Bucket } from "@mp3converter/lib/ports/storage";
 import {
   createTokenVerifier,
   generateSigningKey,
@@ -166,6 +167,75 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       await db.close();
       await rm(storeDir, { recursive: true, force: true });
     },
+  };
+}
+
+/** Yields `bytes` as one chunk, as a source for `BlobStore.put`. */
+export async function* chunksOf(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+/**
+ * Inserts a published job of `user-alice` whose video is stored as `video-<id>`, and moves it to
+ * `state` at time `at`. A `converted` or `notified` job also gets an MP3 stored under its id, as
+ * the converter stores it. Returns the job id.
+ */
+export async function insertStoredJob(
+  h: Pick<Harness, "jobs" | "store">,
+  state: JobState,
+  at = Date.now(),
+): Promise<string> {
+  const id = crypto.randomUUID();
+  const videoFid = `video-${id}`;
+  await h.store.put("videos", chunksOf(new Uint8Array([1, 2, 3])), {
+    id: videoFid,
+    filename: "talk.mp4",
+    contentType: "video/mp4",
+  });
+  await h.jobs.insert({
+    id,
+    ownerId: "user-alice",
+    ownerEmail: "alice@example.com",
+    filename: "talk.mp4",
+    videoFid,
+    requestId: "req-test",
+    createdAt: at,
+    publishLeaseUntil: 0,
+  });
+  await h.jobs.markPublished(id, at);
+  if (state === "converted" || state === "notified") {
+    await h.store.put("mp3s", chunksOf(new Uint8Array([4, 5, 6])), {
+      id,
+      filename: "talk.mp3",
+      contentType: "audio/mpeg",
+    });
+    await h.jobs.applyUpdate(id, { state: "converted", mp3Fid: id, at });
+  }
+  if (state === "converting" || state === "notified") {
+    await h.jobs.applyUpdate(id, { state, at });
+  }
+  if (state === "failed") {
+    const failure = { code: "no_audio", message: "The video has no audio track." };
+    await h.jobs.applyUpdate(id, { state, failure, at });
+  }
+  return id;
+}
+
+/** Wraps `store` so that a delete for which `fails(bucket, id)` is true throws. */
+export function storeWithFailingDeletes(
+  store: BlobStore,
+  fails: (bucket: Bucket, id: string) => boolean,
+): BlobStore {
+  return {
+    put: (...args) => store.put(...args),
+    stat: (...args) => store.stat(...args),
+    open: (...args) => store.open(...args),
+    async delete(bucket, id) {
+      if (fails(bucket, id)) throw new Error("storage is down");
+      return store.delete(bucket, id);
+    },
+    ping: () => store.ping(),
+    close: () => store.close(),
   };
 }
 
