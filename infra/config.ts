@@ -59,7 +59,11 @@ export interface StackConfig {
   jwtIssuer: string;
   jwtAudience: string;
   auth: AppSizing & { signupMode: (typeof SIGNUP_MODES)[number] };
-  gateway: AppSizing & { uploadMaxBytes: number; maxActiveJobsPerUser: number };
+  gateway: AppSizing & {
+    uploadMaxBytes: number;
+    maxActiveJobsPerUser: number;
+    jobRetentionDays: number;
+  };
   converter: AppSizing & {
     minReplicas: number;
     maxReplicas: number;
@@ -235,6 +239,7 @@ export function readStackConfig(config = new pulumi.Config()): StackConfig {
       ...readAppSizing(read, "gateway", APP_DEFAULTS.gateway),
       uploadMaxBytes: read.int("uploadMaxBytes", 524_288_000, 1),
       maxActiveJobsPerUser: read.int("maxActiveJobsPerUser", 10, 0, 1_000_000),
+      jobRetentionDays: read.int("jobRetentionDays", 0, 0, 36_500),
     },
     converter: readConverter(read),
     notify: {

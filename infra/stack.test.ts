@@ -422,6 +422,7 @@ describe("default minikube stack", () => {
         "JWT_AUDIENCE",
         "UPLOAD_MAX_BYTES",
         "MAX_ACTIVE_JOBS_PER_USER",
+        "JOB_RETENTION_DAYS",
       ],
       converter: ["BROKER_URL", "STORAGE_URL", "HEALTH_PORT", "WORK_DIR"],
       notify: ["BROKER_URL", "MAIL_URL", "MAIL_FROM", "PUBLIC_URL", "HEALTH_PORT"],
@@ -435,6 +436,7 @@ describe("default minikube stack", () => {
     expect(gateway.AUTH_URL).toBe("http://auth:5000");
     expect(gateway.PUBLIC_URL).toBe("http://mp3converter.com");
     expect(gateway.MAX_ACTIVE_JOBS_PER_USER).toBe("10");
+    expect(gateway.JOB_RETENTION_DAYS).toBe("0");
     expect(resolveEnv(run, appContainer(run, "auth")).TRUST_PROXY).toBe("true");
   });
 });
@@ -527,6 +529,18 @@ describe("converter drain settings", () => {
     await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
       "converterDrainSeconds=3601 is invalid",
     );
+  });
+});
+
+describe("job retention setting", () => {
+  test("passes jobRetentionDays to the gateway", async () => {
+    const run = await runProgram({ ...SECRETS, jobRetentionDays: "30" }, SECRET_KEYS);
+    expect(resolveEnv(run, appContainer(run, "gateway")).JOB_RETENTION_DAYS).toBe("30");
+  });
+
+  test("rejects a negative retention", async () => {
+    const config = { ...SECRETS, jobRetentionDays: "-1" };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow("jobRetentionDays=-1 is invalid");
   });
 });
 

@@ -94,6 +94,7 @@ function deployGateway(c: StackConfig, ns: Text, image: Text, urls: ConnectionUr
         JWT_AUDIENCE: c.jwtAudience,
         UPLOAD_MAX_BYTES: String(c.gateway.uploadMaxBytes),
         MAX_ACTIVE_JOBS_PER_USER: String(c.gateway.maxActiveJobsPerUser),
+        JOB_RETENTION_DAYS: String(c.gateway.jobRetentionDays),
         // The gateway is reached through ingress-nginx, which appends the client address to
         // X-Forwarded-For.
         TRUST_PROXY: "true",

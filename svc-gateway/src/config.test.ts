@@ -40,3 +40,25 @@ describe("MAX_ACTIVE_JOBS_PER_USER", () => {
     expect(problems[0]).toContain(`MAX_ACTIVE_JOBS_PER_USER=${value} is invalid`);
   });
 });
+
+describe("JOB_RETENTION_DAYS", () => {
+  test("defaults to 0, which keeps jobs forever", () => {
+    expect(readGatewayConfig(REQUIRED).jobRetentionDays).toBe(0);
+  });
+
+  test.each([
+    ["0", 0],
+    ["1", 1],
+    ["30", 30],
+    ["36500", 36_500],
+  ])("reads %s", (value, expected) => {
+    const config = readGatewayConfig({ ...REQUIRED, JOB_RETENTION_DAYS: value });
+    expect(config.jobRetentionDays).toBe(expected);
+  });
+
+  test.each(["-1", "thirty", "1.5", "36501"])("rejects %s", (value) => {
+    const problems = problemsOf({ JOB_RETENTION_DAYS: value });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain(`JOB_RETENTION_DAYS=${value} is invalid`);
+  });
+});

@@ -20,6 +20,11 @@ export interface GatewayConfig {
   uploadMaxBytes: number;
   /** Maximum number of unfinished jobs per user before an upload gets 429. 0 turns the limit off. */
   maxActiveJobsPerUser: number;
+  /**
+   * Days a `notified` or `failed` job is kept after its last update before the retention sweep
+   * deletes it with its video and MP3. 0 keeps jobs forever.
+   */
+  jobRetentionDays: number;
   videoQueue: string;
   jobEventsQueue: string;
   /** Queue of notify, which gets the failure of a job whose video message was dead-lettered. */
@@ -52,6 +57,7 @@ export function readGatewayConfig(env: Env): Readonly<GatewayConfig> {
         min: 0,
         max: 1_000_000,
       }),
+      jobRetentionDays: read.int("JOB_RETENTION_DAYS", { default: 0, min: 0, max: 36_500 }),
       videoQueue: read.string("VIDEO_QUEUE", { default: DEFAULT_QUEUES.video }),
       jobEventsQueue: read.string("JOB_EVENTS_QUEUE", { default: DEFAULT_QUEUES.jobEvents }),
       mp3Queue: read.string("MP3_QUEUE", { default: DEFAULT_QUEUES.mp3 }),

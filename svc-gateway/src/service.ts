@@ -1,6 +1,7 @@
 /**
  * Starts the gateway: opens the adapters named in the config (unless passed in), applies the
- * migrations, starts the event consumers and the outbox, and serves the HTTP API.
+ * migrations, starts the event consumers, the outbox and the retention sweep, and serves the
+ * HTTP API.
  */
 import { openBroker } from "@mp3converter/lib/adapters/broker";
 import { openSqlDatabase } from "@mp3converter/lib/adapters/sql";
@@ -19,6 +20,7 @@ import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import { JobStore } from "./jobs-store.ts";
 import { type OutboxLoop, requeueUnfinishedJobs, startOutboxLoop } from "./outbox.ts";
 import { gatewayReadinessChecks } from "./readiness.ts";
+import { type RetentionLoop, type SweepResult, startRetentionLoop } from "./retention.ts";
 
 /** Adapters and helpers to use in place of the ones the config names. */
 export interface GatewayOverrides {
@@ -34,6 +36,8 @@ export interface RunningGateway {
   port: number;
   /** Runs the outbox now; tests use it instead of waiting for the timer. */
   runOutbox(): Promise<number>;
+  /** Runs the retention sweep now; tests use it instead of waiting for the timer. */
+  runRetentionSweep(): Promise<SweepResult>;
   /**
    * Stops accepting HTTP requests and waits for the requests in progress, or closes their
    * connections with `closeActiveConnections`. The event consumers and the outbox keep running
@@ -41,7 +45,10 @@ export interface RunningGateway {
    * drain.
    */
   stopServing(options?: StopServingOptions): Promise<void>;
-  /** Stops serving, consuming and the outbox, then closes the adapters it opened itself. */
+  /**
+   * Stops serving, consuming, the outbox and the retention sweep, then closes the adapters it
+   * opened itself.
+   */
   stop(): Promise<void>;
 }
 
@@ -127,6 +134,13 @@ export async function startGateway(
       config.outboxIntervalSeconds * 1000,
     );
     closers.push(() => outbox.stop());
+    const retention = startRetentionLoop({
+      jobs,
+      store,
+      logger,
+      retentionDays: config.jobRetentionDays,
+    });
+    closers.push(() => retention.stop());
 
     const server = await serve((request) => app.handle(request), {
       port: config.port,
@@ -143,7 +157,7 @@ export async function startGateway(
     };
     closers.push(() => stopServing());
     logger.info({ port: server.port, host: config.host, runtime: RUNTIME }, "gateway started");
-    return runningGateway({ port: server.port, outbox, stopServing }, closers, logger);
+    return runningGateway({ port: server.port, outbox, retention, stopServing }, closers, logger);
   } catch (error) {
     await closeAll(closers, logger);
     throw error;
@@ -155,7 +169,10 @@ async function cancelAll(subscriptions: Subscription[]): Promise<void> {
 }
 
 function runningGateway(
-  parts: Pick<RunningGateway, "port" | "stopServing"> & { outbox: OutboxLoop },
+  parts: Pick<RunningGateway, "port" | "stopServing"> & {
+    outbox: OutboxLoop;
+    retention: RetentionLoop;
+  },
   closers: Closer[],
   logger: Logger,
 ): RunningGateway {
@@ -163,6 +180,7 @@ function runningGateway(
   return {
     port: parts.port,
     runOutbox: () => parts.outbox.runNow(),
+    runRetentionSweep: () => parts.retention.runNow(),
     stopServing: parts.stopServing,
     stop() {
       stopping ??= closeAll(closers, logger).then(() => logger.info("gateway stopped"));
