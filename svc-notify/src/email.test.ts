@@ -54,8 +54,20 @@ describe("ready email", () => {
 
   test("contains a curl command with the token header", () => {
     expect(email.message.text).toContain(
-      `curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 "${link}"`,
+      `  curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n    "${link}"\n`,
     );
+  });
+
+  test("text lines fit the 7bit limit", () => {
+    for (const line of (email.message.text ?? "").split("\n")) {
+      expect(line.length).toBeLessThanOrEqual(76);
+    }
+  });
+
+  test("long status URL moves to its own line", () => {
+    const longUrl = `https://mp3.example.com/${"very-long-path/".repeat(5)}`;
+    const long = buildJobEmail(readyMessage(), { ...SETTINGS, publicUrl: longUrl });
+    expect(long.message.text).toContain(`Job status:\n  ${longUrl}/jobs/job-1\n`);
   });
 
   test("has an HTML part with the link", () => {
@@ -108,9 +120,17 @@ describe("failed email", () => {
     expect(email.message.messageId).toBe("<job-1.failed@mp3converter>");
   });
 
+  test("wraps a long reason at spaces", () => {
+    const reason = `the audio stream could not be decoded: ${"corrupt frame ".repeat(12)}`.trim();
+    const wrapped = buildJobEmail(failedMessage("conversion_failed", reason), SETTINGS);
+    const lines = (wrapped.message.text ?? "").split("\n");
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(76);
+    expect(lines.join(" ")).toContain(`Reason: ${reason}`);
+  });
+
   test("gives general advice for an unknown code", () => {
     const unknown = buildJobEmail(failedMessage("disk_on_fire", "it broke"), SETTINGS);
-    expect(unknown.message.text).toContain(
+    expect(unknown.message.text?.replaceAll("\n", " ")).toContain(
       "What to do: Upload the video again. If it fails again, contact support with the job id.",
     );
   });

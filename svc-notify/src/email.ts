@@ -100,15 +100,16 @@ function buildReadyEmail(
   const text = [
     "Hello,",
     "",
-    `your MP3 ${mp3Name} is ready.`,
+    ...wrapLine(`your MP3 ${mp3Name} is ready.`),
     "",
     "Download it from this link, sending your login token as a Bearer token:",
     `  ${downloadUrl}`,
     "",
     "With curl, where TOKEN is the token that POST /login returned:",
-    `  ${curl}`,
+    `  curl -H "Authorization: Bearer $TOKEN" -o ${quotedName} \\`,
+    `    ${shellQuote(downloadUrl)}`,
     "",
-    `Job status: ${statusUrl}`,
+    ...labelledLine("Job status:", statusUrl),
     `Job id: ${message.job_id}`,
     `MP3 id: ${mp3Fid}`,
     "",
@@ -157,13 +158,13 @@ function buildFailedEmail(
   const text = [
     "Hello,",
     "",
-    `your video ${videoName} could not be converted to an MP3.`,
+    ...wrapLine(`your video ${videoName} could not be converted to an MP3.`),
     "",
-    `Reason: ${failure.message}`,
+    ...wrapLine(`Reason: ${failure.message}`),
     "",
-    `What to do: ${advice}`,
+    ...wrapLine(`What to do: ${advice}`),
     "",
-    `Job status: ${statusUrl}`,
+    ...labelledLine("Job status:", statusUrl),
     `Job id: ${message.job_id}`,
     `Failure code: ${failure.code}`,
     "",
@@ -194,6 +195,34 @@ function buildFailedEmail(
       headers: AUTOMATIC_MAIL_HEADERS,
     },
   };
+}
+
+/**
+ * Maximum line length of the text part. nodemailer sends an ASCII text part whose lines all fit
+ * as 7bit, which reads as is in an outbox file, and switches to quoted-printable otherwise.
+ */
+const TEXT_LINE_MAX = 76;
+
+/** Splits `line` at spaces into lines of at most TEXT_LINE_MAX characters; a longer word stays whole. */
+function wrapLine(line: string): string[] {
+  const lines: string[] = [];
+  let current = "";
+  for (const word of line.split(" ")) {
+    if (current !== "" && current.length + 1 + word.length > TEXT_LINE_MAX) {
+      lines.push(current);
+      current = word;
+    } else {
+      current = current === "" ? word : `${current} ${word}`;
+    }
+  }
+  lines.push(current);
+  return lines;
+}
+
+/** Returns `label value` as one line when it fits, else the value indented on the next line. */
+function labelledLine(label: string, value: string): string[] {
+  const line = `${label} ${value}`;
+  return line.length <= TEXT_LINE_MAX ? [line] : [label, `  ${value}`];
 }
 
 /** Marks the email as machine-sent (RFC 3834), so auto-responders do not reply to it. */

@@ -195,10 +195,26 @@ describe("notify worker on the file outbox", () => {
     expect(mail.messageId).toBe(`<${message.job_id}.ready@mp3converter>`);
     expect((mail.to as AddressObject).text).toBe("alice@example.com");
     expect(mail.text).toContain(link);
-    expect(mail.text).toContain(`curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 "${link}"`);
+    expect(mail.text).toContain(
+      `curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n    "${link}"`,
+    );
     expect(mail.text).toContain(`${PUBLIC_URL}/jobs/${message.job_id}`);
     expect(mail.html).toContain(`href="${link}"`);
     expect(mail.headers.get("auto-submitted")).toBe("auto-generated");
+  });
+
+  test("ready email text part is readable as is", async () => {
+    const message = mp3Message();
+    await harness.publish(message);
+    await waitFor("notified event", () => harness.events.some((e) => e.job_id === message.job_id));
+
+    const file = outboxFiles(harness.outbox).find((path) => path.includes(message.job_id));
+    const raw = readFileSync(file ?? "", "utf8");
+    const textPart = raw.slice(raw.indexOf("Content-Type: text/plain"));
+    expect(textPart).toStartWith(
+      "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit",
+    );
+    expect(raw).toContain(`${PUBLIC_URL}/download?fid=${message.mp3_fid}`);
   });
 
   test("ready MP3 publishes notified", async () => {
