@@ -116,6 +116,16 @@ async function recordEmail(
 /**
  * Marks the job of a dead-lettered VideoMessage failed. When the message is whole, it also sends
  * the failure to notify, which emails the user as for a file the converter cannot convert.
+ *
+ * A failed publish of that email throws, so the broker requeues the delivery after its backoff
+ * (up to 5 s between tries, see `handlerErrorBackoffMs`). Both adapters declare dead-letter
+ * queues without a delivery limit, so the delivery is retried until the publish succeeds. The
+ * redelivery finds the job already failed and publishes the email again, unless notify has
+ * recorded an email for the job by then.
+ *
+ * NOTE: a RabbitMQ server whose quorum queues get a delivery limit by default or by policy drops
+ * the message once that limit is reached, because a dead-letter queue has none of its own. The
+ * user then gets no email. The tests run on RabbitMQ 3.10, which sets no such limit.
  */
 export async function handleDeadLetteredVideo(
   delivery: Delivery,
@@ -138,17 +148,45 @@ export async function handleDeadLetteredVideo(
     failure: DEAD_LETTER_FAILURE,
     at: Date.now(),
   });
-  const fields = { job_id: jobId, reason: delivery.headers[DEATH_REASON_HEADER] };
-  if (!applied) {
+  const fields = {
+    job_id: jobId,
+    reason: delivery.headers[DEATH_REASON_HEADER],
+    delivery_count: delivery.deliveryCount,
+  };
+  if (applied) {
+    deps.logger.warn(fields, "job marked failed because its video message was dead-lettered");
+  } else if (delivery.redelivered && (await awaitsDeadLetterEmail(jobId, deps.jobs))) {
+    deps.logger.info(fields, "dead-lettered video message redelivered; failure email retried");
+  } else {
     deps.logger.info(fields, "dead-lettered video message ignored; its job is finished or unknown");
     return "ack";
   }
-  deps.logger.warn(fields, "job marked failed because its video message was dead-lettered");
   await publishFailureEmail(delivery, deps, fields);
   return "ack";
 }
 
-/** Publishes the failure of a dead-lettered job to notify's queue, if the message is whole. */
+/**
+ * Whether the job failed because its VideoMessage was dead-lettered and no email about it is
+ * recorded yet. Only a redelivery checks this, because the first try of that delivery may have
+ * failed to publish the email, or the process may have stopped before it did. A first delivery
+ * of a second copy of the message sends nothing, so a duplicate dead-lettering sends no second
+ * email.
+ */
+async function awaitsDeadLetterEmail(jobId: string, jobs: JobStore): Promise<boolean> {
+  const job = await jobs.findById(jobId);
+  return (
+    job !== null &&
+    job.state === "failed" &&
+    job.notifiedAt === null &&
+    job.failure?.code === DEAD_LETTER_FAILURE.code &&
+    job.failure.message === DEAD_LETTER_FAILURE.message
+  );
+}
+
+/**
+ * Publishes the failure of a dead-lettered job to notify's queue, if the message is whole.
+ * Throws when the publish fails, so that the delivery is retried.
+ */
 async function publishFailureEmail(
   delivery: Delivery,
   deps: Pick<EventConsumerDeps, "logger" | "broker" | "mp3Queue">,
@@ -168,9 +206,11 @@ async function publishFailureEmail(
       messageId: video.job_id,
     });
   } catch (error) {
-    // The job already reads failed with its reason, and a redelivery would find it final and
-    // send nothing, so the message is acknowledged.
-    deps.logger.error({ ...fields, err: errorFields(error) }, "failure email was not queued");
+    deps.logger.error(
+      { ...fields, err: errorFields(error) },
+      "failure email was not queued; the dead-lettered video message is retried",
+    );
+    throw new Error(`failure email of job ${video.job_id} was not queued`, { cause: error });
   }
 }
 

@@ -91,6 +91,11 @@ function delivery(body: Buffer): Delivery {
   };
 }
 
+/** A redelivery of `body`, as the broker makes it after a requeue. */
+function redelivery(body: Buffer): Delivery {
+  return { ...delivery(body), redelivered: true, deliveryCount: 1 };
+}
+
 function eventDelivery(event: Omit<JobEvent, "at" | "request_id">): Delivery {
   return delivery(encodeMessage({ ...event, at: Date.now(), request_id: "req-event" }));
 }
@@ -415,6 +420,85 @@ describe("job events", () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     await toNotify.stop();
     expect(toNotify.deliveries).toHaveLength(0);
+  });
+
+  test("retry the failure email until it is queued", async () => {
+    const id = await insertJob();
+    const toNotify = await collectQueue(h.broker, h.mp3Queue);
+    h.broker.downQueues.add(h.mp3Queue);
+    await h.broker.publish(deadLetterQueueName(h.videoQueue), encodeMessage(videoMessageFor(id)));
+    expect(await waitFor(async () => (await stateOf(id)) === "failed")).toBe(true);
+    // The first tries fail and are retried after the broker's backoff of 100 ms, then 200 ms.
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    expect(toNotify.deliveries).toHaveLength(0);
+
+    h.broker.downQueues.delete(h.mp3Queue);
+    expect(await waitFor(() => toNotify.deliveries.length === 1, 5_000)).toBe(true);
+    const sent = decodeMessage(Mp3MessageSchema, toNotify.deliveries[0]?.body ?? Buffer.alloc(0));
+    expect(sent.failure).toEqual(DEAD_LETTER_FAILURE);
+    // The queued email acknowledges the dead-lettered message, so no further email follows.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await toNotify.stop();
+    expect(toNotify.deliveries).toHaveLength(1);
+  });
+
+  test("throw when the failure email is not queued", async () => {
+    const id = await insertJob();
+    h.broker.publishDown = true;
+    await expect(
+      handleDeadLetteredVideo(delivery(encodeMessage(videoMessageFor(id))), h),
+    ).rejects.toThrow(`failure email of job ${id} was not queued`);
+    expect(await stateOf(id)).toBe("failed");
+  });
+
+  test("send the failure email again on a redelivery", async () => {
+    const id = await insertJob();
+    await h.jobs.applyUpdate(id, { state: "failed", failure: DEAD_LETTER_FAILURE, at: clock });
+    const outcome = await handleDeadLetteredVideo(
+      redelivery(encodeMessage(videoMessageFor(id))),
+      h,
+    );
+    expect(outcome).toBe("ack");
+    expect(h.broker.publishedCount).toBe(1);
+  });
+
+  test("send no second email once one is recorded", async () => {
+    const id = await insertJob();
+    await h.jobs.applyUpdate(id, { state: "failed", failure: DEAD_LETTER_FAILURE, at: clock });
+    expect(await h.jobs.recordEmailSent(id, "failed", clock)).toBe(true);
+    const outcome = await handleDeadLetteredVideo(
+      redelivery(encodeMessage(videoMessageFor(id))),
+      h,
+    );
+    expect(outcome).toBe("ack");
+    expect(h.broker.publishedCount).toBe(0);
+  });
+
+  test("send no email for a duplicate first delivery", async () => {
+    // A second copy of the dead-lettered message arrives as a first delivery.
+    const id = await insertJob();
+    await h.jobs.applyUpdate(id, { state: "failed", failure: DEAD_LETTER_FAILURE, at: clock });
+    const outcome = await handleDeadLetteredVideo(delivery(encodeMessage(videoMessageFor(id))), h);
+    expect(outcome).toBe("ack");
+    expect(h.broker.publishedCount).toBe(0);
+  });
+
+  test("send no email on redelivery for another failure", async () => {
+    // The converter failed this job with the same code, and notify emails that failure itself.
+    const missingVideo = {
+      code: DEAD_LETTER_FAILURE.code,
+      message: "The uploaded video could not be found in storage, so it was not converted.",
+    };
+    for (const failure of [{ code: "no_audio", message: "No audio." }, missingVideo]) {
+      const id = await insertJob();
+      await h.jobs.applyUpdate(id, { state: "failed", failure, at: clock });
+      const outcome = await handleDeadLetteredVideo(
+        redelivery(encodeMessage(videoMessageFor(id))),
+        h,
+      );
+      expect(outcome).toBe("ack");
+    }
+    expect(h.broker.publishedCount).toBe(0);
   });
 
   test("keep a converted job when its video is dead-lettered late", async () => {

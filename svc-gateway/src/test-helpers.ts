@@ -44,6 +44,8 @@ export const BASE = "http://localhost";
  */
 export class OutageBroker implements Broker {
   publishDown = false;
+  /** Queues whose publishes fail, as when the broker rejects messages for one queue. */
+  readonly downQueues = new Set<string>();
   /** Messages published through this broker, to check that a rejected request sent none. */
   publishedCount = 0;
   readonly #inner: Broker;
@@ -62,6 +64,7 @@ export class OutageBroker implements Broker {
 
   async publish(queue: string, body: Buffer, options?: PublishOptions): Promise<void> {
     if (this.publishDown) throw new Error("connection to the broker is closed");
+    if (this.downQueues.has(queue)) throw new Error(`broker rejected the message for ${queue}`);
     await this.#inner.publish(queue, body, options);
     this.publishedCount++;
   }
