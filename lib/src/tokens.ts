@@ -278,9 +278,13 @@ function keyResolverOf(options: TokenVerifierOptions): JWTVerifyGetKey {
 /** Extracts the token of a `Bearer` header, or throws the matching 401. */
 export function bearerTokenOf(header: string | null | undefined): string {
   if (header === null || header === undefined || header.trim() === "") {
-    throw new AppError("unauthenticated", "Sign in first: send Authorization: Bearer <token>.", {
-      headers: { "www-authenticate": `Bearer realm="${AUTH_REALM}"` },
-    });
+    throw new AppError(
+      "unauthenticated",
+      "Log in first with POST /login, then send Authorization: Bearer <token>.",
+      {
+        headers: { "www-authenticate": `Bearer realm="${AUTH_REALM}"` },
+      },
+    );
   }
   const token = BEARER_HEADER.exec(header)?.[1];
   if (token === undefined) {
@@ -295,14 +299,18 @@ export function bearerTokenOf(header: string | null | undefined): string {
 
 /** Builds the 401 for a token that failed verification. `description` must not contain quotes. */
 export function invalidTokenError(description: string, cause?: unknown): AppError {
-  return new AppError("invalid_token", `The token is invalid: ${description}. Sign in again.`, {
-    cause,
-    headers: {
-      "www-authenticate":
-        `Bearer realm="${AUTH_REALM}", error="invalid_token", ` +
-        `error_description="${description}"`,
+  return new AppError(
+    "invalid_token",
+    `The token is invalid: ${description}. Log in again with POST /login.`,
+    {
+      cause,
+      headers: {
+        "www-authenticate":
+          `Bearer realm="${AUTH_REALM}", error="invalid_token", ` +
+          `error_description="${description}"`,
+      },
     },
-  });
+  );
 }
 
 /** Maps a jose failure to a client error. Only an unreachable remote JWK set is not a 401. */

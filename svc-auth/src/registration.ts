@@ -31,8 +31,12 @@ export async function registerUser(users: UserStore, input: NewUser): Promise<Us
     return await users.create({ email, passwordHash, admin: input.admin });
   } catch (error) {
     if (!(error instanceof UniqueViolationError)) throw error;
-    throw new AppError("conflict", "An account with this email exists already. Sign in instead.", {
-      cause: error,
-    });
+    throw new AppError(
+      "conflict",
+      "An account with this email exists already. Log in with it, or choose another email.",
+      {
+        cause: error,
+      },
+    );
   }
 }
