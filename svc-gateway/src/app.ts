@@ -23,7 +23,7 @@ export interface GatewayAppDeps {
   authUrl: string;
   publicUrl: string;
   uploadMaxBytes: number;
-  /** Maximum number of unfinished jobs per user. A value of 0 turns the limit off. */
+  /** Maximum number of queued or converting jobs per user. A value of 0 turns the limit off. */
   maxActiveJobsPerUser: number;
   videoQueue: string;
   trustProxy: boolean;

@@ -18,7 +18,7 @@ export interface GatewayConfig {
   jwtAudience: string;
   /** Maximum size of an uploaded video file, not counting the multipart framing. */
   uploadMaxBytes: number;
-  /** Maximum number of unfinished jobs per user before an upload gets 429. 0 turns the limit off. */
+  /** Maximum number of queued or converting jobs per user before an upload gets 429. 0 turns the limit off. */
   maxActiveJobsPerUser: number;
   /**
    * Days a `notified` or `failed` job is kept after its last update before the retention sweep

@@ -86,6 +86,15 @@ describe("DELETE /jobs/:id", () => {
     expect((await request("GET", `/download?fid=${id}`, alice)).status).toBe(404);
   });
 
+  test("deletes a converted job whose email is pending", async () => {
+    const id = await jobIn("converted");
+    expect(await blobsOf(id)).toEqual({ video: true, mp3: true });
+    const response = await request("DELETE", `/jobs/${id}`, alice);
+    expect(response.status).toBe(204);
+    expect(await blobsOf(id)).toEqual({ video: false, mp3: false });
+    expect(await h.jobs.findById(id)).toBeNull();
+  });
+
   test("deletes a failed job with its video", async () => {
     const id = await jobIn("failed");
     const response = await request("DELETE", `/jobs/${id}`, alice);
@@ -124,23 +133,20 @@ describe("DELETE /jobs/:id", () => {
     expect((await h.jobs.findById(id))?.state).toBe("notified");
   });
 
-  test.each(["queued", "converting", "converted"] as const)(
-    "rejects a %s job with 409",
-    async (state) => {
-      const id = await jobIn(state);
-      const before = await blobsOf(id);
-      const response = await request("DELETE", `/jobs/${id}`, alice);
-      expect(response.status).toBe(409);
-      expect(response.headers.get("content-type")).toContain("application/json");
-      const body = (await response.json()) as Record<string, unknown>;
-      expect(body.code).toBe("job_in_progress");
-      expect(body.message).toContain("notified or failed");
-      expect(body.details).toEqual({ state });
-      expect(body.request_id).toBeString();
-      expect(await blobsOf(id)).toEqual(before);
-      expect((await h.jobs.findById(id))?.state).toBe(state);
-    },
-  );
+  test.each(["queued", "converting"] as const)("rejects a %s job with 409", async (state) => {
+    const id = await jobIn(state);
+    const before = await blobsOf(id);
+    const response = await request("DELETE", `/jobs/${id}`, alice);
+    expect(response.status).toBe(409);
+    expect(response.headers.get("content-type")).toContain("application/json");
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body.code).toBe("job_in_progress");
+    expect(body.message).toContain("converted or failed");
+    expect(body.details).toEqual({ state });
+    expect(body.request_id).toBeString();
+    expect(await blobsOf(id)).toEqual(before);
+    expect((await h.jobs.findById(id))?.state).toBe(state);
+  });
 
   test("second DELETE of a job gets 404", async () => {
     const id = await jobIn("notified");
@@ -182,13 +188,14 @@ describe("DELETE /jobs/:id", () => {
     expect(await h.jobs.findById(id)).toBeNull();
   });
 
-  test("rejects an unfinished job directly", async () => {
-    const id = await jobIn("converted");
+  test("rejects an active job directly", async () => {
+    const id = await jobIn("converting");
+    const before = await blobsOf(id);
     const job = (await h.jobs.findById(id)) as JobRecord;
     await expect(deleteFinishedJob(job, { jobs: h.jobs, store: h.store })).rejects.toThrow(
-      "only notified or failed jobs are deleted",
+      "only converted, notified or failed jobs are deleted",
     );
-    expect(await blobsOf(id)).toEqual({ video: true, mp3: true });
+    expect(await blobsOf(id)).toEqual(before);
   });
 
   test("requires a token", async () => {

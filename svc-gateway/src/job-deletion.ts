@@ -14,8 +14,8 @@ export interface JobDeletionDeps {
 }
 
 /** Returns whether a job in `state` has finished and so may be deleted. */
-export function isFinishedState(state: JobState): state is "notified" | "failed" {
-  return state === "notified" || state === "failed";
+export function isFinishedState(state: JobState): state is "converted" | "notified" | "failed" {
+  return state === "converted" || state === "notified" || state === "failed";
 }
 
 /**
@@ -35,7 +35,9 @@ function mp3BlobIds(job: JobRecord): string[] {
  */
 export async function deleteFinishedJob(job: JobRecord, deps: JobDeletionDeps): Promise<boolean> {
   if (!isFinishedState(job.state)) {
-    throw new Error(`job ${job.id} is ${job.state}; only notified or failed jobs are deleted`);
+    throw new Error(
+      `job ${job.id} is ${job.state}; only converted, notified or failed jobs are deleted`,
+    );
   }
   await deps.store.delete("videos", job.videoFid);
   for (const id of mp3BlobIds(job)) await deps.store.delete("mp3s", id);

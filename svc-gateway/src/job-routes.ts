@@ -64,7 +64,7 @@ export async function getJob(id: string, ownerId: string, deps: JobRouteDeps): P
 
 /**
  * Deletes the finished job `id` of `ownerId` with its video and MP3. Rejects an unknown job or
- * another user's job with the 404 of `getJob`, and an unfinished job with 409 `job_in_progress`.
+ * another user's job with the 404 of `getJob`, and an active job with 409 `job_in_progress`.
  */
 export async function deleteJob(
   id: string,
@@ -77,7 +77,7 @@ export async function deleteJob(
   if (!isFinishedState(job.state)) {
     throw new AppError(
       "job_in_progress",
-      `The job is still ${job.state}. Wait until it is notified or failed, then delete it again.`,
+      `The job is still ${job.state}. Wait until it is converted or failed, then delete it again.`,
       { details: { state: job.state } },
     );
   }

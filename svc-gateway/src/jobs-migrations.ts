@@ -53,8 +53,8 @@ const ADD_NOTIFIED_AT = [
 ];
 
 /**
- * Index of the unfinished-job count that every upload runs. With it the count reads only the
- * owner's unfinished rows from the index, however many finished jobs the owner has.
+ * Index of the active-job count that every upload runs. With it the count reads only the
+ * owner's active rows from the index, however many finished jobs the owner has.
  */
 const ADD_OWNER_STATE_INDEX = ["CREATE INDEX jobs_owner_state ON jobs (owner_id, state)"];
 

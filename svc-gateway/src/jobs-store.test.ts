@@ -9,7 +9,7 @@ import { createLogger } from "@mp3converter/lib/log";
 import type { SqlDatabase } from "@mp3converter/lib/ports/sql";
 import { GATEWAY_MIGRATIONS } from "./jobs-migrations.ts";
 import {
-  COUNT_UNFINISHED_OWNED,
+  COUNT_ACTIVE_OWNED,
   type JobRecord,
   JobStore,
   type NewJob,
@@ -141,7 +141,7 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       expect((await jobs.findByMp3("mp3-1", "user-1"))?.id).toBe(job.id);
     });
 
-    test("counts unfinished jobs per owner", async () => {
+    test("counts active jobs per owner", async () => {
       const states = ["queued", "converting", "converted", "notified", "failed"] as const;
       for (const state of states) {
         const job = newJob();
@@ -155,13 +155,13 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       }
       await jobs.insert(newJob({ ownerId: "user-2" }));
 
-      expect(await jobs.countUnfinished("user-1")).toBe(3);
-      expect(await jobs.countUnfinished("user-2")).toBe(1);
-      expect(await jobs.countUnfinished("user-3")).toBe(0);
+      expect(await jobs.countActive("user-1")).toBe(2);
+      expect(await jobs.countActive("user-2")).toBe(1);
+      expect(await jobs.countActive("user-3")).toBe(0);
     });
 
-    test("unfinished count uses the owner and state index", async () => {
-      const sql = COUNT_UNFINISHED_OWNED;
+    test("active count uses the owner and state index", async () => {
+      const sql = COUNT_ACTIVE_OWNED;
       if (dialect === "sqlite") {
         const plan = await db.query<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, ["user-1"]);
         expect(plan.map((row) => row.detail).join("\n")).toContain(
@@ -286,7 +286,7 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       const states = ["queued", "converting", "converted", "notified", "failed"] as const;
       for (const state of states) {
         const id = await jobIn(state, 2);
-        const finished = state === "notified" || state === "failed";
+        const finished = state !== "queued" && state !== "converting";
         expect(await jobs.deleteFinished(id)).toBe(finished);
         expect(await jobs.findById(id)).toEqual(finished ? null : expect.anything());
         expect(await jobs.deleteFinished(id)).toBe(false);
@@ -298,10 +298,12 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       const failedAt3 = await jobIn("failed", 3);
       await jobIn("notified", 10);
       await jobIn("failed", 11);
-      for (const state of ["queued", "converting", "converted"] as const) await jobIn(state, 1);
+      const convertedAt4 = await jobIn("converted", 4);
+      await jobIn("converted", 12);
+      for (const state of ["queued", "converting"] as const) await jobIn(state, 1);
 
       const listed = await jobs.listFinishedBefore(10, 10);
-      expect(listed.map((job) => job.id)).toEqual([failedAt3, notifiedAt5]);
+      expect(listed.map((job) => job.id)).toEqual([failedAt3, convertedAt4, notifiedAt5]);
     });
 
     test("pages finished jobs by update time and id", async () => {

@@ -96,11 +96,18 @@ const MARK_UNFINISHED_UNPUBLISHED =
   "UPDATE jobs SET published_at = NULL, publish_lease_until = NULL " +
   `WHERE state IN (${UNFINISHED_STATES})`;
 
-/** Counts the unfinished jobs of one owner; exported for the test of its query plan. */
-export const COUNT_UNFINISHED_OWNED = `SELECT COUNT(*) AS unfinished FROM jobs WHERE owner_id = ? AND state IN (${UNFINISHED_STATES})`;
+/** States of a job that waits for or occupies a converter. */
+const ACTIVE_STATES = "'queued', 'converting'";
 
-/** States of a finished job. Both are terminal, so a finished job never changes state again. */
-const FINISHED_STATES = "'notified', 'failed'";
+/** Counts the active jobs of one owner; exported for the test of its query plan. */
+export const COUNT_ACTIVE_OWNED = `SELECT COUNT(*) AS active FROM jobs WHERE owner_id = ? AND state IN (${ACTIVE_STATES})`;
+
+/**
+ * States of a job that the converter is done with, because it has its MP3 or its failure. A
+ * `converted` job becomes `notified` once its email is sent, but it counts as finished before,
+ * so that a job whose email never goes out can still be deleted.
+ */
+const FINISHED_STATES = "'converted', 'notified', 'failed'";
 
 const DELETE_FINISHED_JOB = `DELETE FROM jobs WHERE id = ? AND state IN (${FINISHED_STATES})`;
 
@@ -193,10 +200,10 @@ export class JobStore {
     return rows[0] ? toJobRecord(rows[0]) : null;
   }
 
-  /** Counts the jobs of `ownerId` in `queued`, `converting` or `converted`. */
-  async countUnfinished(ownerId: string): Promise<number> {
-    const rows = await this.#db.query(COUNT_UNFINISHED_OWNED, [ownerId]);
-    return Number(rows[0]?.unfinished ?? 0);
+  /** Counts the jobs of `ownerId` in `queued` or `converting`. */
+  async countActive(ownerId: string): Promise<number> {
+    const rows = await this.#db.query(COUNT_ACTIVE_OWNED, [ownerId]);
+    return Number(rows[0]?.active ?? 0);
   }
 
   /** Lists the jobs of `ownerId`, newest first, starting after `cursor`. */
@@ -267,7 +274,7 @@ export class JobStore {
   }
 
   /**
-   * Lists `notified` and `failed` jobs whose `updated_at` is before `cutoff`, oldest first,
+   * Lists `converted`, `notified` and `failed` jobs whose `updated_at` is before `cutoff`, oldest first,
    * starting after `cursor`.
    */
   async listFinishedBefore(
@@ -288,8 +295,8 @@ export class JobStore {
   }
 
   /**
-   * Deletes the row of a `notified` or `failed` job. Returns false when no such row exists, for
-   * example because another request or replica deleted it first, or the job is unfinished.
+   * Deletes the row of a `converted`, `notified` or `failed` job. Returns false when no such row exists, for
+   * example because another request or replica deleted it first, or the job is still active.
    */
   async deleteFinished(id: string): Promise<boolean> {
     const result = await this.#db.execute(DELETE_FINISHED_JOB, [id]);

@@ -73,16 +73,19 @@ function storeFailingFor(failing: ReadonlySet<string>): BlobStore {
 describe("sweepExpiredJobs", () => {
   test("deletes finished jobs past the retention", async () => {
     const old = NOW - 8 * DAY_MS;
-    const expired = [await jobIn("notified", old), await jobIn("failed", old)];
+    const expired = [
+      await jobIn("notified", old),
+      await jobIn("failed", old),
+      await jobIn("converted", old),
+    ];
     const kept = [
       await jobIn("notified", NOW - 6 * DAY_MS),
       await jobIn("failed", NOW - 7 * DAY_MS + 1),
       await jobIn("queued", old),
       await jobIn("converting", old),
-      await jobIn("converted", old),
     ];
 
-    expect(await sweepExpiredJobs(deps(), NOW)).toEqual({ deleted: 2, failed: 0 });
+    expect(await sweepExpiredJobs(deps(), NOW)).toEqual({ deleted: 3, failed: 0 });
 
     for (const id of expired) {
       expect(await exists(id)).toEqual({ row: false, video: false, mp3: false });
@@ -94,7 +97,7 @@ describe("sweepExpiredJobs", () => {
     }
     const finished = logs.filter((line) => line.msg === "retention sweep finished");
     expect(finished).toHaveLength(1);
-    expect(finished[0]?.deleted).toBe(2);
+    expect(finished[0]?.deleted).toBe(3);
     expect(finished[0]?.failed).toBe(0);
     expect(finished[0]?.retention_days).toBe(7);
   });

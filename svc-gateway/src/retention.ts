@@ -1,5 +1,5 @@
 /**
- * Retention of finished jobs (`JOB_RETENTION_DAYS`). A sweep deletes every `notified` or `failed`
+ * Retention of finished jobs (`JOB_RETENTION_DAYS`). A sweep deletes every `converted`, `notified` or `failed`
  * job whose `updated_at` is older than the retention period, with the same code as
  * `DELETE /jobs/:id`. Replicas may sweep at the same time. A job that two of them delete is
  * deleted once, and only the replica whose DELETE removed the row counts it.

@@ -425,7 +425,7 @@ describe("POST /upload", () => {
   });
 });
 
-describe("POST /upload with unfinished jobs", () => {
+describe("POST /upload with active jobs", () => {
   const LIMIT = 3;
 
   beforeEach(async () => {
@@ -475,7 +475,7 @@ describe("POST /upload with unfinished jobs", () => {
   }
 
   test("rejects an upload at the limit with 429 before reading", async () => {
-    for (const state of ["queued", "converting", "converted"] as const) {
+    for (const state of ["queued", "converting", "queued"] as const) {
       await recordJob("user-1", state);
     }
     const { body, pulls } = countingBody();
@@ -491,7 +491,7 @@ describe("POST /upload with unfinished jobs", () => {
       request_id: string;
     };
     expect(error.code).toBe("too_many_active_jobs");
-    expect(error.message).toContain("Wait until one of them is notified or failed");
+    expect(error.message).toContain("Wait until one of them is converted or failed");
     expect(error.details).toEqual({ active_jobs: LIMIT, max_active_jobs: LIMIT });
     expect(error.request_id).toBe(response.headers.get("x-request-id") ?? "");
     // A ReadableStream pulls once when it is built, before anyone reads it.
@@ -504,6 +504,7 @@ describe("POST /upload with unfinished jobs", () => {
   test("counts neither finished jobs nor other users' jobs", async () => {
     await recordJob("user-1", "queued");
     await recordJob("user-1", "converting");
+    await recordJob("user-1", "converted");
     await recordJob("user-1", "notified");
     await recordJob("user-1", "failed");
     for (let i = 0; i < LIMIT; i++) await recordJob("user-2", "queued");

@@ -1,7 +1,7 @@
 /**
  * `POST /upload`: stores the video, records a `queued` job and publishes its VideoMessage. The
  * job row is written before the publish, so a broker outage delays the job but never loses it.
- * A user with `maxActiveJobsPerUser` unfinished jobs gets 429 before any byte of the body is read.
+ * A user with `maxActiveJobsPerUser` jobs queued or converting gets 429 before any byte of the body is read.
  */
 import { randomUUID } from "node:crypto";
 import { AppError } from "@mp3converter/lib/errors";
@@ -27,13 +27,13 @@ export interface UploadDeps {
   broker: Broker;
   videoQueue: string;
   uploadMaxBytes: number;
-  /** Maximum number of unfinished jobs per user. A value of 0 turns the limit off. */
+  /** Maximum number of queued or converting jobs per user. A value of 0 turns the limit off. */
   maxActiveJobsPerUser: number;
   publicUrl: string;
 }
 
 /**
- * Retry-After of the 429 for too many unfinished jobs. It is a polling interval, not a forecast,
+ * Retry-After of the 429 for too many active jobs. It is a polling interval, not a forecast,
  * because when a job finishes depends on the converters' queue and the video's length.
  */
 export const ACTIVE_JOBS_RETRY_AFTER_SECONDS = 30;
@@ -60,7 +60,7 @@ function checkUploadHeaders(request: Request, maxBytes: number): void {
 }
 
 /**
- * Rejects the upload with 429 when `owner` already has the maximum number of unfinished jobs.
+ * Rejects the upload with 429 when `owner` already has the maximum number of queued or converting jobs.
  *
  * NOTE: the count and the later insert are separate statements, so concurrent uploads by one user
  * can each pass this check and the user can end up over the limit by their number. The check runs
@@ -69,22 +69,22 @@ function checkUploadHeaders(request: Request, maxBytes: number): void {
 async function checkActiveJobLimit(owner: Principal, deps: UploadDeps, log: Logger): Promise<void> {
   const max = deps.maxActiveJobsPerUser;
   if (max === 0) return;
-  let unfinished: number;
+  let active: number;
   try {
-    unfinished = await deps.jobs.countUnfinished(owner.userId);
+    active = await deps.jobs.countActive(owner.userId);
   } catch (error) {
-    log.error({ err: errorFields(error) }, "counting unfinished jobs failed");
-    throw new AppError("unavailable", "Checking your unfinished jobs failed. Try again later.");
+    log.error({ err: errorFields(error) }, "counting active jobs failed");
+    throw new AppError("unavailable", "Checking your active jobs failed. Try again later.");
   }
-  if (unfinished < max) return;
-  log.info({ unfinished, max_active_jobs: max }, "upload rejected: too many unfinished jobs");
+  if (active < max) return;
+  log.info({ active, max_active_jobs: max }, "upload rejected: too many active jobs");
   throw new AppError(
     "too_many_active_jobs",
-    `You have ${unfinished} unfinished jobs, and the limit is ${max}. Wait until one of them is ` +
-      "notified or failed (GET /jobs lists their states), then upload again.",
+    `You have ${active} jobs queued or converting, and the limit is ${max}. Wait until one of ` +
+      "them is converted or failed (GET /jobs lists their states), then upload again.",
     {
       headers: { "retry-after": String(ACTIVE_JOBS_RETRY_AFTER_SECONDS) },
-      details: { active_jobs: unfinished, max_active_jobs: max },
+      details: { active_jobs: active, max_active_jobs: max },
     },
   );
 }
