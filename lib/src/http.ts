@@ -10,6 +10,18 @@ import { acceptRequestId, REQUEST_ID_HEADER } from "./request-id.ts";
 
 const requestStarts = new WeakMap<Request, number>();
 
+/**
+ * Returns the path of `request`. `serve` passes on only requests with a valid URL, but a hook
+ * that threw here would crash the process, so an invalid URL gives a placeholder.
+ */
+function requestPath(request: Request): string {
+  try {
+    return new URL(request.url).pathname;
+  } catch {
+    return "(invalid URL)";
+  }
+}
+
 /** Paths of the liveness and readiness probes. */
 const PROBE_PATHS = new Set(["/healthz", "/readyz"]);
 
@@ -46,12 +58,12 @@ export function createHttpApp(name: string, logger: Logger) {
           requestId,
         );
       }
-      log.error({ err: errorFields(error), path: new URL(request.url).pathname }, "request failed");
+      log.error({ err: errorFields(error), path: requestPath(request) }, "request failed");
       return toErrorResponse(error, requestId);
     })
     .onAfterResponse({ as: "global" }, ({ request, set, responseValue }) => {
       const started = requestStarts.get(request);
-      const path = new URL(request.url).pathname;
+      const path = requestPath(request);
       const status = responseStatus(responseValue, set.status);
       // Probes hit the health routes every few seconds, so their successes log at debug level.
       const level =
@@ -82,7 +94,7 @@ function routeMissResponse(
   request: Request,
   requestId: string,
 ): Response {
-  const allowed = allowedMethods(routes, new URL(request.url).pathname);
+  const allowed = allowedMethods(routes, requestPath(request));
   if (allowed.length === 0) {
     return toErrorResponse(
       new AppError("not_found", "No such route. See the README for the API."),

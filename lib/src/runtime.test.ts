@@ -1,9 +1,13 @@
-/** Runtime helpers that depend on the process tree. */
-import { expect, test } from "bun:test";
+/** Runtime helpers: the parent watch and the HTTP server front. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createHttpApp } from "./http.ts";
+import { createLogger } from "./log.ts";
+import { type Server, serve } from "./runtime.ts";
 
 /** Polls `check` every 50 ms until it returns true or `timeoutMs` passes. */
 async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
@@ -68,3 +72,58 @@ test("onParentExit runs when the parent is killed", async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 }, 30_000);
+
+/** Sends `head` (request line and headers) and `body` over a raw socket; resolves with the reply. */
+function rawRequest(port: number, head: string, body = ""): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.write(`${head}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    let reply = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      reply += chunk;
+    });
+    socket.on("end", () => resolve(reply));
+    socket.on("error", reject);
+    socket.setTimeout(5_000, () => socket.destroy(new Error("no reply within 5 s")));
+  });
+}
+
+describe("serve with odd Host headers", () => {
+  const logger = createLogger({ service: "runtime-test", level: "silent" });
+  const app = createHttpApp("runtime-test", logger)
+    .get("/healthz", () => ({ status: "ok" }))
+    .post("/echo", async ({ request }) => ({ bytes: (await request.arrayBuffer()).byteLength }));
+  let server: Server;
+
+  beforeAll(async () => {
+    server = await serve(app.fetch, { port: 0, hostname: "127.0.0.1" });
+  });
+
+  afterAll(async () => {
+    await server.stop({ closeActiveConnections: true });
+  });
+
+  test("invalid Host gets 400 and the server stays up", async () => {
+    const reply = await rawRequest(server.port, "GET /healthz HTTP/1.1\r\nHost: a:b:c");
+    expect(reply).toStartWith("HTTP/1.1 400");
+    expect(reply).toContain('"code":"invalid_argument"');
+    expect(reply).toContain("The Host header is invalid");
+
+    const after = await fetch(`http://127.0.0.1:${server.port}/healthz`);
+    expect(after.status).toBe(200);
+  });
+
+  test("short Host still reaches its route", async () => {
+    const reply = await rawRequest(server.port, "GET /healthz HTTP/1.1\r\nHost: abc");
+    expect(reply).toStartWith("HTTP/1.1 200");
+    expect(reply).toContain('"status":"ok"');
+  });
+
+  test("short Host keeps method and body", async () => {
+    const reply = await rawRequest(server.port, "POST /echo HTTP/1.1\r\nHost: a", "12345");
+    expect(reply).toStartWith("HTTP/1.1 200");
+    expect(reply).toContain('"bytes":5');
+  });
+});

@@ -3,6 +3,7 @@
  * node:sqlite, fetch) behaves the same on both, so services import those directly.
  */
 import { openAsBlob } from "node:fs";
+import { AppError, toErrorResponse } from "./errors.ts";
 
 declare const Deno:
   | {
@@ -61,6 +62,32 @@ export function clientAddressOf(request: Request): string | undefined {
 }
 
 /** Serves `fetch` on `hostname:port` with Bun.serve or Deno.serve. */
+/**
+ * Elysia 1.4 finds the path with `url.indexOf("/", 11)`, so it misroutes an `http://` URL whose
+ * host has fewer characters than this, and every route then returns 405.
+ */
+const MIN_ROUTABLE_HOST_LENGTH = 4;
+
+/**
+ * Returns the request as the app can route it: with a host too short for Elysia, the same request
+ * addressed to `localhost`. A `Host` header that makes no valid URL, such as `a:b:c`, gets 400.
+ */
+export function canonicalRequest(request: Request): Request | Response {
+  let url: URL;
+  try {
+    url = new URL(request.url);
+  } catch {
+    return toErrorResponse(
+      new AppError(
+        "invalid_argument",
+        "The Host header is invalid. Send the server's host name, such as localhost:8080.",
+      ),
+    );
+  }
+  if (url.host.length >= MIN_ROUTABLE_HOST_LENGTH) return request;
+  return new Request(`${url.protocol}//localhost${url.pathname}${url.search}`, request);
+}
+
 export async function serve(
   fetch: (request: Request) => Response | Promise<Response>,
   options: ServeOptions,
@@ -68,7 +95,9 @@ export async function serve(
   if (typeof Deno !== "undefined") {
     const server = Deno.serve(
       { port: options.port, hostname: options.hostname, onListen: () => {} },
-      (request, info) => {
+      (received, info) => {
+        const request = canonicalRequest(received);
+        if (request instanceof Response) return request;
         clientAddresses.set(request, info.remoteAddr.hostname);
         return fetch(request);
       },
@@ -78,8 +107,10 @@ export async function serve(
   const server = Bun.serve({
     port: options.port,
     hostname: options.hostname,
-    fetch(request, server) {
-      const address = server.requestIP(request)?.address;
+    fetch(received, server) {
+      const request = canonicalRequest(received);
+      if (request instanceof Response) return request;
+      const address = server.requestIP(received)?.address;
       if (address) clientAddresses.set(request, address);
       return fetch(request);
     },
