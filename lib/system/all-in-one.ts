@@ -20,6 +20,7 @@ import { ConfigError, type Env, EnvReader } from "../src/config.ts";
 import { createLogger, LOG_LEVELS } from "../src/log.ts";
 import { onParentExit, onShutdownSignal, processEnv } from "../src/runtime.ts";
 import { generateSigningKey } from "../src/tokens.ts";
+import { DataDirInUseError, lockDataDir } from "./data-dir-lock.ts";
 import { findFreePort } from "./ports.ts";
 import { type SystemParts, stopSystem } from "./shutdown.ts";
 
@@ -70,6 +71,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   const dataDir = resolve(options.dataDir);
   const outboxDir = join(dataDir, "outbox");
   await mkdir(outboxDir, { recursive: true });
+  const unlockDataDir = await lockDataDir(dataDir);
   const common: Env = { ...options.extraEnv, LOG_LEVEL: options.logLevel };
   // The gateway must know its port before it starts, because the links it returns contain it.
   const gatewayPort = options.gatewayPort || (await findFreePort(options.host));
@@ -87,7 +89,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   };
   let stopping: Promise<void> | undefined;
   const stop = () => {
-    stopping ??= stopSystem(parts);
+    stopping ??= stopSystem(parts).finally(unlockDataDir);
     return stopping;
   };
 
@@ -208,6 +210,10 @@ async function main(): Promise<void> {
   try {
     system = await startAllInOne(options);
   } catch (error) {
+    if (error instanceof DataDirInUseError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
     if (!isAddressInUse(error)) throw error;
     process.stderr.write(
       `A port is already in use (gateway ${options.gatewayPort}, auth ${options.authPort}). ` +

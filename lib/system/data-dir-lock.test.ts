@@ -1,0 +1,99 @@
+/** The data directory lock of the all-in-one system. */
+import { afterEach, expect, test } from "bun:test";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DataDirInUseError, LOCK_FILE_NAME, lockDataDir } from "./data-dir-lock.ts";
+
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+
+afterEach(() => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "mp3c-lock-"));
+  dirs.push(dir);
+  return dir;
+}
+
+/** Starts a process that runs for a minute, standing in for another system. */
+function otherProcess(): ChildProcess & { pid: number } {
+  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+  children.push(child);
+  return child as ChildProcess & { pid: number };
+}
+
+/** Resolves once `child` has exited and been reaped. */
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once("exit", () => resolve());
+  });
+}
+
+test("lock writes the PID and release removes it", async () => {
+  const dir = tempDir();
+  const release = await lockDataDir(dir);
+  expect(readFileSync(join(dir, LOCK_FILE_NAME), "utf8")).toBe(`${process.pid}\n`);
+  await release();
+  expect(existsSync(join(dir, LOCK_FILE_NAME))).toBe(false);
+});
+
+test("lock held by a running process is rejected", async () => {
+  const dir = tempDir();
+  const other = otherProcess();
+  writeFileSync(join(dir, LOCK_FILE_NAME), `${other.pid}\n`);
+
+  const error = await lockDataDir(dir).catch((caught: unknown) => caught);
+  expect(error).toBeInstanceOf(DataDirInUseError);
+  expect((error as DataDirInUseError).pid).toBe(other.pid);
+  expect((error as Error).message).toContain(`in use by process ${other.pid}`);
+  expect((error as Error).message).toContain("DATA_DIR");
+  expect(readFileSync(join(dir, LOCK_FILE_NAME), "utf8")).toBe(`${other.pid}\n`);
+});
+
+test("lock of a stopped process is taken over", async () => {
+  const dir = tempDir();
+  const other = otherProcess();
+  writeFileSync(join(dir, LOCK_FILE_NAME), `${other.pid}\n`);
+  other.kill("SIGKILL");
+  await exited(other);
+
+  const release = await lockDataDir(dir);
+  expect(readFileSync(join(dir, LOCK_FILE_NAME), "utf8")).toBe(`${process.pid}\n`);
+  await release();
+});
+
+test("unreadable lock file is taken over", async () => {
+  const dir = tempDir();
+  writeFileSync(join(dir, LOCK_FILE_NAME), "not a pid");
+  const release = await lockDataDir(dir);
+  expect(readFileSync(join(dir, LOCK_FILE_NAME), "utf8")).toBe(`${process.pid}\n`);
+  await release();
+});
+
+test("dev runner exits when the directory is in use", async () => {
+  const dir = tempDir();
+  const other = otherProcess();
+  writeFileSync(join(dir, LOCK_FILE_NAME), `${other.pid}\n`);
+
+  const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
+    env: { ...process.env, DATA_DIR: dir, GATEWAY_PORT: "0", AUTH_PORT: "0", LOG_LEVEL: "silent" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  children.push(runner);
+  let stderr = "";
+  runner.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
+
+  expect(code).toBe(1);
+  expect(stderr).toContain(`in use by process ${other.pid}`);
+}, 30_000);
