@@ -157,17 +157,14 @@ class FileReception {
     );
     parser.on("partsLimit", () =>
       this.#fail(
-        invalidForm(
-          "too_many_parts",
-          `The form contains more than ${FORM_LIMITS.parts} parts. Send the file alone.`,
-        ),
+        invalidForm("too_many_parts", `The form contains more than ${FORM_LIMITS.parts} parts.`),
       ),
     );
     parser.on("fieldsLimit", () =>
       this.#fail(
         invalidForm(
           "too_many_fields",
-          `The form contains more than ${FORM_LIMITS.fields} text fields. Send the file alone.`,
+          `The form contains more than ${FORM_LIMITS.fields} text fields.`,
         ),
       ),
     );

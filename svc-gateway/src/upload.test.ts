@@ -272,6 +272,23 @@ describe("POST /upload", () => {
     expect(body.message).toContain("multipart/form-data");
   });
 
+  test("rejects a compressed body with 415", async () => {
+    const form = multipartBody([{ name: "file", filename: "a.mp4", content: "video bytes" }]);
+    const response = await h.app.handle(uploadRequest(form, { "content-encoding": "gzip" }));
+    expect(response.status).toBe(415);
+    const body = (await response.json()) as { code: string; message: string };
+    expect(body.code).toBe("unsupported_media_type");
+    expect(body.message).toContain("Content-Encoding gzip");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("accepts Content-Encoding identity", async () => {
+    const form = multipartBody([{ name: "file", filename: "a.mp4", content: "video bytes" }]);
+    const response = await h.app.handle(uploadRequest(form, { "content-encoding": "identity" }));
+    expect(response.status).toBe(202);
+  });
+
   test("rejects a file over the limit with 413 and stores nothing", async () => {
     const response = await uploadParts([
       { name: "file", filename: "big.mp4", content: new Uint8Array(MAX_BYTES + 1) },

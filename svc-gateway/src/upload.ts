@@ -45,12 +45,24 @@ export interface UploadAccepted {
   state: "queued";
 }
 
-/** Rejects a body that is not multipart, or whose declared length cannot fit under the limit. */
+/**
+ * Rejects a body that is not multipart, that has a content coding, or whose declared length
+ * cannot fit under the limit. The gateway does not decode a compressed body, so it would store
+ * the compressed bytes as the video.
+ */
 function checkUploadHeaders(request: Request, maxBytes: number): void {
   if (!isMultipartFormData(request)) {
     throw new AppError(
       "unsupported_media_type",
       `The request body is not multipart/form-data. ${UPLOAD_HINT}`,
+    );
+  }
+  const coding = request.headers.get("content-encoding")?.trim().toLowerCase();
+  if (coding && coding !== "identity") {
+    throw new AppError(
+      "unsupported_media_type",
+      `The request body has Content-Encoding ${coding.slice(0, 40)}, which uploads do not ` +
+        "support. Send the form without compression.",
     );
   }
   // Content-Length counts the multipart framing too, so only a length the framing cannot
