@@ -14,6 +14,8 @@ export const ERROR_STATUS = {
   conflict: 409,
   /** A request that needs a finished job, such as a delete, on a job still in progress. */
   job_in_progress: 409,
+  /** An `If-Match` or `If-Unmodified-Since` header that the current representation fails. */
+  precondition_failed: 412,
   payload_too_large: 413,
   unsupported_media_type: 415,
   range_not_satisfiable: 416,

@@ -1,5 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { httpDate, ifRangeMatches, isNotModified, type Validators } from "./http-conditional.ts";
+import {
+  httpDate,
+  ifRangeMatches,
+  isNotModified,
+  isPreconditionFailed,
+  type Validators,
+} from "./http-conditional.ts";
 
 const validators: Validators = {
   etag: '"v1-abc"',
@@ -14,6 +20,25 @@ function headers(entries: Record<string, string>): Headers {
 describe("httpDate", () => {
   test("formats an IMF-fixdate", () => {
     expect(httpDate(validators.lastModified)).toBe(LAST_MODIFIED);
+  });
+});
+
+describe("isPreconditionFailed", () => {
+  test.each([
+    [{}, false],
+    [{ "if-match": '"v1-abc"' }, false],
+    [{ "if-match": '"old", "v1-abc"' }, false],
+    [{ "if-match": "*" }, false],
+    [{ "if-match": '"old"' }, true],
+    [{ "if-match": 'W/"v1-abc"' }, true],
+    [{ "if-match": "garbage" }, true],
+    [{ "if-unmodified-since": LAST_MODIFIED }, false],
+    [{ "if-unmodified-since": "Mon, 02 Mar 2026 00:00:00 GMT" }, false],
+    [{ "if-unmodified-since": "Sat, 28 Feb 2026 00:00:00 GMT" }, true],
+    [{ "if-unmodified-since": "not a date" }, false],
+    [{ "if-match": '"v1-abc"', "if-unmodified-since": "Sat, 28 Feb 2026 00:00:00 GMT" }, false],
+  ])("%o fails: %p", (entries, failed) => {
+    expect(isPreconditionFailed(headers(entries), validators)).toBe(failed);
   });
 });
 

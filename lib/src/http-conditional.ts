@@ -1,7 +1,8 @@
 /**
- * Conditional GET requests (RFC 9110, section 13): `If-None-Match` and `If-Modified-Since`,
- * which let a client revalidate a copy with 304, and `If-Range`, which lets it resume a download
- * only while the representation is unchanged.
+ * Conditional GET requests (RFC 9110, section 13): `If-Match` and `If-Unmodified-Since`, which
+ * let a client require the version it has (412 otherwise), `If-None-Match` and
+ * `If-Modified-Since`, which let it revalidate a copy with 304, and `If-Range`, which lets it
+ * resume a download only while the representation is unchanged.
  */
 
 /** Validators of a representation, sent as `ETag` and `Last-Modified`. */
@@ -17,6 +18,19 @@ const ENTITY_TAG = /(W\/)?("[^"]*")/g;
 /** Formats a date as an HTTP date (IMF-fixdate), such as `Sun, 06 Nov 1994 08:49:37 GMT`. */
 export function httpDate(date: Date): string {
   return date.toUTCString();
+}
+
+/**
+ * Returns true when `If-Match` or `If-Unmodified-Since` rules out the current representation,
+ * so the request gets 412 (RFC 9110, section 13.2.2, steps 1 and 2). `If-Match` compares
+ * strongly, so a weak tag never matches, and `*` matches any representation. An
+ * `If-Unmodified-Since` next to `If-Match`, or with an invalid date, is ignored.
+ */
+export function isPreconditionFailed(headers: Headers, validators: Validators): boolean {
+  const ifMatch = headers.get("if-match");
+  if (ifMatch !== null) return !matchesStrongly(ifMatch, validators.etag);
+  const since = parseHttpDate(headers.get("if-unmodified-since"));
+  return since !== undefined && wholeSeconds(validators.lastModified) > since;
 }
 
 /** Returns true when the client's copy is current, so a GET or HEAD gets 304 Not Modified. */
@@ -51,6 +65,15 @@ function listsEntityTag(value: string, etag: string): boolean {
   const current = opaqueTag(etag);
   for (const match of value.matchAll(ENTITY_TAG)) {
     if (match[2] === current) return true;
+  }
+  return false;
+}
+
+/** Returns true when an `If-Match` value lists `etag` as a strong tag, or is `*`. */
+function matchesStrongly(value: string, etag: string): boolean {
+  if (value.trim() === "*") return true;
+  for (const match of value.matchAll(ENTITY_TAG)) {
+    if (match[1] === undefined && match[2] === etag) return true;
   }
   return false;
 }

@@ -234,6 +234,39 @@ describe("GET /download over HTTP", () => {
     expect(response.headers.get("content-length")).toBe("10");
   });
 
+  test.each([
+    ["the ETag", () => etag],
+    ["a list with the ETag", () => `"other", ${etag}`],
+    ["*", () => "*"],
+  ])("If-Match with %s gives 200", async (_, ifMatch) => {
+    const response = await rawDownload({ "if-match": ifMatch() });
+
+    expectWholeMp3(response);
+  });
+
+  test.each([
+    ["another ETag", () => '"another-version"'],
+    ["the weak ETag", () => `W/${etag}`],
+  ])("If-Match with %s gives 412", async (_, ifMatch) => {
+    const response = await rawDownload({ "if-match": ifMatch(), range: "bytes=0-9" });
+
+    expect(response.status).toBe(412);
+    expect(response.headers.get("etag")).toBe(etag);
+    expect(JSON.parse(response.body.toString()).code).toBe("precondition_failed");
+  });
+
+  test("If-Unmodified-Since before Last-Modified gives 412", async () => {
+    const response = await rawDownload({ "if-unmodified-since": "Thu, 01 Jan 1970 00:00:00 GMT" });
+
+    expect(response.status).toBe(412);
+  });
+
+  test("If-Unmodified-Since at Last-Modified gives 200", async () => {
+    const response = await rawDownload({ "if-unmodified-since": lastModified });
+
+    expectWholeMp3(response);
+  });
+
   test("If-Modified-Since at Last-Modified gives 304", async () => {
     const response = await rawDownload({ "if-modified-since": lastModified });
 

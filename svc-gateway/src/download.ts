@@ -9,6 +9,7 @@ import {
   httpDate,
   ifRangeMatches,
   isNotModified,
+  isPreconditionFailed,
   type Validators,
 } from "@mp3converter/lib/http-conditional";
 import {
@@ -74,6 +75,14 @@ export async function downloadMp3(
     "last-modified": httpDate(validators.lastModified),
     "cache-control": "private, no-store",
   });
+  if (isPreconditionFailed(request.headers, validators)) {
+    throw new AppError(
+      "precondition_failed",
+      "The MP3 does not match the If-Match or If-Unmodified-Since header. Download it without " +
+        "those headers to get the current version.",
+      { headers: Object.fromEntries(headers) },
+    );
+  }
   if (isNotModified(request.headers, validators)) {
     return new Response(null, { status: 304, headers });
   }
