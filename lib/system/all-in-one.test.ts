@@ -1,4 +1,8 @@
 import { expect, test } from "bun:test";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ConfigError } from "../src/config.ts";
 import { readAllInOneOptions } from "./all-in-one.ts";
 
@@ -26,3 +30,31 @@ test("dev options name every invalid variable", () => {
   expect(message).toContain("GATEWAY_PORT");
   expect(message).toContain("AUTH_PORT");
 });
+
+test("dev runner prints an invalid service setting", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "mp3c-dev-config-"));
+  try {
+    const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
+      env: {
+        ...process.env,
+        DATA_DIR: dataDir,
+        GATEWAY_PORT: "0",
+        AUTH_PORT: "0",
+        LOG_LEVEL: "silent",
+        JOB_RETENTION_DAYS: "abc",
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    runner.stderr?.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
+
+    expect(code).toBe(1);
+    expect(stderr).toContain("JOB_RETENTION_DAYS=abc is invalid");
+    expect(stderr).not.toContain("all-in-one.ts:");
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 30_000);

@@ -210,7 +210,8 @@ async function main(): Promise<void> {
   try {
     system = await startAllInOne(options);
   } catch (error) {
-    if (error instanceof DataDirInUseError) {
+    // A service's own settings are read only while the system starts.
+    if (error instanceof DataDirInUseError || error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
       process.exit(1);
     }
