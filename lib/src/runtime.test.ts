@@ -106,8 +106,13 @@ describe("serve with odd Host headers", () => {
   });
 
   test("invalid Host gets 400 and the server stays up", async () => {
-    const reply = await rawRequest(server.port, "GET /healthz HTTP/1.1\r\nHost: a:b:c");
+    const reply = await rawRequest(
+      server.port,
+      "GET /healthz HTTP/1.1\r\nHost: a:b:c\r\nX-Request-Id: req-bad-host-1",
+    );
     expect(reply).toStartWith("HTTP/1.1 400");
+    expect(reply.toLowerCase()).toContain("x-request-id: req-bad-host-1");
+    expect(reply).toContain('"request_id":"req-bad-host-1"');
     expect(reply).toContain('"code":"invalid_argument"');
     expect(reply).toContain("The Host header is invalid");
 

@@ -4,6 +4,7 @@
  */
 import { openAsBlob } from "node:fs";
 import { AppError, toErrorResponse } from "./errors.ts";
+import { acceptRequestId, REQUEST_ID_HEADER } from "./request-id.ts";
 
 declare const Deno:
   | {
@@ -82,6 +83,7 @@ export function canonicalRequest(request: Request): Request | Response {
         "invalid_argument",
         "The Host header is invalid. Send the server's host name, such as localhost:8080.",
       ),
+      acceptRequestId(request.headers.get(REQUEST_ID_HEADER)),
     );
   }
   if (url.host.length >= MIN_ROUTABLE_HOST_LENGTH) return request;
