@@ -15,7 +15,8 @@ export type FailureCode =
   | "timed_out"
   | "resource_limit"
   | "conversion_failed"
-  | "processing_failed";
+  | "processing_failed"
+  | "video_missing";
 
 /**
  * A failure caused by the input, so retrying cannot help: the job fails with `failure`. Every

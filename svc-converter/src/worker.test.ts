@@ -227,12 +227,12 @@ describe("converter worker", () => {
     expect(await store.stat("mp3s", "job-silent")).toBeNull();
   });
 
-  test("missing video fails with processing_failed", async () => {
+  test("missing video fails without an email", async () => {
     await publishVideo(videoMessage("job-lost", "video-never-stored", "lost.mp4"));
     await waitFor("failed event", () => eventsOf("job-lost").some((e) => e.state === "failed"));
 
-    expect(eventsOf("job-lost").at(-1)?.failure?.code).toBe("processing_failed");
-    expect(mp3MessagesOf("job-lost")[0]?.failure?.code).toBe("processing_failed");
+    expect(eventsOf("job-lost").at(-1)?.failure?.code).toBe("video_missing");
+    expect(mp3MessagesOf("job-lost")).toEqual([]);
   });
 
   test("invalid message is dead-lettered", async () => {

@@ -24,7 +24,7 @@ import {
 import type { Broker, Delivery, MessageHandler } from "@mp3converter/lib/ports/broker";
 import { BlobExistsError, type BlobStore } from "@mp3converter/lib/ports/storage";
 import { type ConvertedMp3, type ConvertSettings, convertToMp3 } from "./convert.ts";
-import { ConversionError } from "./failures.ts";
+import { ConversionError, type FailureCode } from "./failures.ts";
 
 export interface ConverterWorkerOptions {
   broker: Broker;
@@ -83,6 +83,9 @@ export function createConvertHandler(options: ConverterWorkerOptions): MessageHa
   };
 }
 
+/** Failure code of a job whose video is not in storage. */
+const VIDEO_MISSING: FailureCode = "video_missing";
+
 async function handleJob(
   message: VideoMessage,
   delivery: Delivery,
@@ -100,6 +103,13 @@ async function handleJob(
   const durationMs = Math.round(performance.now() - started);
 
   if ("failure" in outcome) {
+    if (outcome.failure.code === VIDEO_MISSING) {
+      // The video is gone, most often because its owner or the retention sweep deleted the job.
+      // The gateway ignores the event of a deleted job, and an email about it would confuse.
+      await publishEvent(options, message, { state: "failed", failure: outcome.failure });
+      log.warn({ failure: outcome.failure }, "video not found; job failed without an email");
+      return;
+    }
     await publishFailure(options, message, outcome.failure);
     log.warn({ failure: outcome.failure, duration_ms: durationMs }, "conversion failed");
     return;
@@ -152,7 +162,7 @@ async function produceMp3(
       log.error({ video_fid: message.video_fid }, "video blob not found");
       return {
         failure: {
-          code: "processing_failed",
+          code: VIDEO_MISSING,
           message:
             "The uploaded video could not be found in storage, so it was not converted. " +
             "Upload the file again.",
