@@ -53,7 +53,11 @@ export async function stopSystem(parts: SystemParts): Promise<void> {
     await runStep(logger, "notify", () => parts.notify?.stop());
   }
   if (parts.gateway) {
-    const eventQueues = [queues.jobEvents, deadLetterQueueName(queues.video)];
+    const eventQueues = [
+      queues.jobEvents,
+      deadLetterQueueName(queues.video),
+      deadLetterQueueName(queues.mp3),
+    ];
     await runStep(logger, "event queue drain", () => drainQueues(parts, eventQueues));
     await runStep(logger, "gateway", () => parts.gateway?.stop());
   }

@@ -1,6 +1,7 @@
 /**
- * Consumers that move jobs: job events from the workers, and VideoMessages the converter gave up
- * on, which reach the video queue's dead-letter queue.
+ * Consumers that move jobs: job events from the workers, VideoMessages the converter gave up on,
+ * which reach the video queue's dead-letter queue, and Mp3Messages notify gave up on, which
+ * reach the mp3 queue's dead-letter queue.
  */
 import { DEATH_REASON_HEADER } from "@mp3converter/lib/adapters/broker";
 import type { Logger } from "@mp3converter/lib/log";
@@ -214,7 +215,35 @@ async function publishFailureEmail(
   }
 }
 
-/** Starts both consumers; the returned subscriptions are cancelled on shutdown. */
+/**
+ * Records that notify gave up emailing the user about a job, so `GET /jobs/:id` shows it, and
+ * logs it for the operator. The job keeps its state: its MP3, if any, can still be downloaded.
+ * Nothing sends the email again. A message that names no job is logged and dropped, because a
+ * dead-letter queue has no dead-letter queue of its own.
+ */
+export async function handleDeadLetteredEmail(
+  delivery: Delivery,
+  deps: Pick<EventConsumerDeps, "jobs" | "logger">,
+): Promise<DeliveryOutcome> {
+  let jobId: string;
+  try {
+    jobId = decodeMessage(DeadLetterSchema, delivery.body).job_id;
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    deps.logger.error(
+      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
+      "dead-lettered mp3 message names no job; dropped",
+    );
+    return "ack";
+  }
+  const recorded = await deps.jobs.recordEmailFailed(jobId, Date.now());
+  const fields = { job_id: jobId, reason: delivery.headers[DEATH_REASON_HEADER] };
+  if (recorded) deps.logger.error(fields, "email to the user failed for good; recorded on the job");
+  else deps.logger.info(fields, "dead-lettered mp3 message ignored; job unknown or emailed");
+  return "ack";
+}
+
+/** Starts the three consumers; the returned subscriptions are cancelled on shutdown. */
 export async function startEventConsumers(deps: EventConsumerDeps): Promise<Subscription[]> {
   const events = await deps.broker.consume(
     deps.jobEventsQueue,
@@ -226,5 +255,10 @@ export async function startEventConsumers(deps: EventConsumerDeps): Promise<Subs
     (delivery) => handleDeadLetteredVideo(delivery, deps),
     { prefetch: EVENTS_PREFETCH },
   );
-  return [events, deadLetters];
+  const failedEmails = await deps.broker.consume(
+    deadLetterQueueName(deps.mp3Queue),
+    (delivery) => handleDeadLetteredEmail(delivery, deps),
+    { prefetch: EVENTS_PREFETCH },
+  );
+  return [events, deadLetters, failedEmails];
 }

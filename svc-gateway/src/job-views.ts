@@ -13,6 +13,8 @@ export interface JobView {
   download_url?: string;
   duration_s?: number;
   warnings?: string[];
+  /** Present when notify gave up emailing the user about the job. */
+  email_failed?: true;
   created_at: string;
   updated_at: string;
 }
@@ -46,6 +48,7 @@ export function toJobView(job: JobRecord, publicUrl: string): JobView {
   }
   if (job.durationS !== null) view.duration_s = job.durationS;
   if (job.warnings.length > 0) view.warnings = job.warnings;
+  if (job.emailFailedAt !== null && job.notifiedAt === null) view.email_failed = true;
   return view;
 }
 

@@ -64,6 +64,9 @@ const ADD_OWNER_STATE_INDEX = ["CREATE INDEX jobs_owner_state ON jobs (owner_id,
  */
 const ADD_STATE_UPDATED_INDEX = ["CREATE INDEX jobs_state_updated ON jobs (state, updated_at, id)"];
 
+/** When notify gave up emailing the user about the job, else null. */
+const ADD_EMAIL_FAILED_AT = ["ALTER TABLE jobs ADD COLUMN email_failed_at BIGINT NULL"];
+
 /** Schema migrations of the gateway, applied in order at start-up. */
 export const GATEWAY_MIGRATIONS: readonly Migration[] = [
   {
@@ -92,6 +95,13 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     statements: {
       sqlite: ADD_STATE_UPDATED_INDEX,
       mysql: ADD_STATE_UPDATED_INDEX,
+    },
+  },
+  {
+    id: "gateway-005-add-email-failed-at",
+    statements: {
+      sqlite: ADD_EMAIL_FAILED_AT,
+      mysql: ADD_EMAIL_FAILED_AT,
     },
   },
 ];

@@ -348,6 +348,26 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       expect(stored?.notifiedAt).toBe(3);
     });
 
+    test("records a failed email unless one was sent", async () => {
+      const converted = newJob();
+      await jobs.insert(converted);
+      await jobs.applyUpdate(converted.id, { state: "converted", mp3Fid: converted.id, at: 2 });
+      expect(await jobs.recordEmailFailed(converted.id, 5)).toBe(true);
+      const stored = await jobs.findOwned(converted.id, "user-1");
+      expect(stored?.emailFailedAt).toBe(5);
+      expect(stored?.state).toBe("converted");
+
+      const notified = newJob();
+      await jobs.insert(notified);
+      await jobs.applyUpdate(notified.id, { state: "converted", mp3Fid: notified.id, at: 2 });
+      await jobs.applyUpdate(notified.id, { state: "notified", at: 3 });
+      await jobs.recordEmailSent(notified.id, "notified", 3);
+      expect(await jobs.recordEmailFailed(notified.id, 5)).toBe(false);
+      expect((await jobs.findOwned(notified.id, "user-1"))?.emailFailedAt).toBeNull();
+
+      expect(await jobs.recordEmailFailed("no-such-job", 5)).toBe(false);
+    });
+
     test("records no email for another state", async () => {
       const job = newJob();
       await jobs.insert(job);

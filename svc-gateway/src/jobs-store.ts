@@ -24,6 +24,8 @@ export interface JobRecord {
   publishedAt: number | null;
   /** When the gateway recorded that the user was emailed about the outcome, else null. */
   notifiedAt: number | null;
+  /** When notify gave up emailing the user and dead-lettered the message, else null. */
+  emailFailedAt: number | null;
 }
 
 /** Fields of a new job; it starts `queued` and unpublished. */
@@ -75,7 +77,7 @@ const EARLIER_STATES: Record<JobUpdate["state"], readonly JobState[]> = {
 const JOB_COLUMNS =
   "id, owner_id, owner_email, filename, video_fid, mp3_fid, state, failure_code, " +
   "failure_message, duration_s, warnings, request_id, created_at, updated_at, published_at, " +
-  "notified_at";
+  "notified_at, email_failed_at";
 
 const INSERT_JOB =
   "INSERT INTO jobs (id, owner_id, owner_email, filename, video_fid, state, request_id, " +
@@ -120,6 +122,9 @@ export const SELECT_FINISHED_BEFORE = `SELECT ${JOB_COLUMNS} FROM jobs WHERE sta
 const RECORD_EMAIL_SENT =
   "UPDATE jobs SET notified_at = ? WHERE id = ? AND state = ? AND notified_at IS NULL";
 
+const RECORD_EMAIL_FAILED =
+  "UPDATE jobs SET email_failed_at = ? WHERE id = ? AND notified_at IS NULL";
+
 const UNPUBLISHED_CONDITION =
   "published_at IS NULL AND (publish_lease_until IS NULL OR publish_lease_until < ?)";
 
@@ -147,6 +152,10 @@ function toJobRecord(row: Record<string, unknown>): JobRecord {
     publishedAt: row.published_at === null ? null : Number(row.published_at),
     notifiedAt:
       row.notified_at === null || row.notified_at === undefined ? null : Number(row.notified_at),
+    emailFailedAt:
+      row.email_failed_at === null || row.email_failed_at === undefined
+        ? null
+        : Number(row.email_failed_at),
   };
 }
 
@@ -243,6 +252,15 @@ export class JobStore {
       id,
       ...earlier,
     ]);
+    return result.affectedRows > 0;
+  }
+
+  /**
+   * Records that notify gave up emailing the user about job `id`, unless an email was recorded
+   * already. Returns whether the row changed.
+   */
+  async recordEmailFailed(id: string, at: number): Promise<boolean> {
+    const result = await this.#db.execute(RECORD_EMAIL_FAILED, [at, id]);
     return result.affectedRows > 0;
   }
 

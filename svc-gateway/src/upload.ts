@@ -119,6 +119,7 @@ function newJobRecord(file: ReceivedFile, owner: Principal, requestId: string): 
     updatedAt: now,
     publishedAt: null,
     notifiedAt: null,
+    emailFailedAt: null,
   };
 }
 
