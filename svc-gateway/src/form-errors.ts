@@ -12,9 +12,12 @@ export const UPLOAD_HINT = `Send one file in a multipart/form-data field named "
 
 /** Values of `details.reason` in a 400 for a malformed form. Clients rely on them, so never rename one. */
 export const FORM_PROBLEMS = [
-  /** The Content-Type has no usable `boundary` parameter. */
+  /**
+   * The Content-Type does not parse, or its `boundary` parameter is missing, repeated, empty,
+   * over 70 characters or has characters that RFC 2046 does not allow.
+   */
   "invalid_boundary",
-  /** The request has no body, or the form has no file part named `file`. */
+  /** The form has no file part named `file`. */
   "no_file",
   /** The form has a second file part. */
   "multiple_files",
@@ -26,7 +29,7 @@ export const FORM_PROBLEMS = [
   "unnamed_part",
   /** A part busboy could not read: a bad header block or a bad delimiter line. */
   "malformed_part",
-  /** The body ends, or the connection breaks, before the close delimiter. */
+  /** The request has no body, or the body ends or the connection breaks before the close delimiter. */
   "incomplete_body",
   /** The body cannot be parsed as multipart/form-data for another reason. */
   "malformed_body",
@@ -34,7 +37,7 @@ export const FORM_PROBLEMS = [
   "too_many_fields",
   /** A text field is longer than the field size limit. */
   "field_too_long",
-  /** The file part declares a Content-Transfer-Encoding that would have to be decoded. */
+  /** The file part declares a Content-Transfer-Encoding that would have to be decoded, or two. */
   "unsupported_encoding",
 ] as const;
 

@@ -20,9 +20,10 @@ import {
   type Bucket,
 } from "@mp3converter/lib/ports/storage";
 import busboy from "busboy";
+import { readBoundary } from "./content-type.ts";
 import { toDisplayFilename } from "./filename.ts";
 import { FILE_FIELD, invalidForm, parserError, tooLarge } from "./form-errors.ts";
-import { boundaryOf, DelimiterCounter } from "./multipart-delimiters.ts";
+import { PART_HEADER_MAX_BYTES, PartScanner } from "./multipart-delimiters.ts";
 
 /** Limits on the non-file parts of the form; they also bound the multipart overhead. */
 const FORM_LIMITS = {
@@ -38,9 +39,6 @@ const FORM_LIMITS = {
  * header, and busboy passes the bytes on undecoded, so a file in base64 would be stored as text.
  */
 const IDENTITY_ENCODINGS = new Set(["7bit", "8bit", "binary"]);
-
-/** busboy caps each part's header block at 16 KiB (busboy 1.6.0, lib/types/multipart.js). */
-const PART_HEADER_MAX_BYTES = 16 * 1024;
 
 /**
  * Largest number of bytes a request may carry beyond the file itself: the part headers, the
@@ -71,8 +69,15 @@ export function isMultipartFormData(request: Request): boolean {
   return type.split(";")[0]?.trim().toLowerCase() === "multipart/form-data";
 }
 
-function toBusboyHeaders(request: Request): Record<string, string> {
-  return { "content-type": request.headers.get("content-type") ?? "" };
+/**
+ * Builds the Content-Type that busboy parses from the boundary the gateway read. busboy 1.6.0
+ * parses some values differently from RFC 9110: it keeps the first of a repeated parameter and
+ * keeps the backslash of an escape such as `\a`. Handing it only this value makes busboy split
+ * the body on the same boundary that PartScanner counts. A boundary has no `"` or `\`, so
+ * quoting it needs no escapes.
+ */
+function toBusboyHeaders(boundary: string): Record<string, string> {
+  return { "content-type": `multipart/form-data; boundary="${boundary}"` };
 }
 
 /**
@@ -85,11 +90,22 @@ export function receiveSingleFile(
   request: Request,
   options: ReceiveOptions,
 ): Promise<ReceivedFile> {
-  if (!request.body) return Promise.reject(invalidForm("no_file", "The request has no body."));
+  const boundary = readBoundary(request.headers.get("content-type") ?? "");
+  if ("problem" in boundary) {
+    return Promise.reject(invalidForm("invalid_boundary", boundary.problem));
+  }
+  if (!request.body) {
+    return Promise.reject(
+      invalidForm(
+        "incomplete_body",
+        "The request has no body, so it ends before the first delimiter (--boundary).",
+      ),
+    );
+  }
   let parser: busboy.Busboy;
   try {
     parser = busboy({
-      headers: toBusboyHeaders(request),
+      headers: toBusboyHeaders(boundary.boundary),
       // busboy reports partsLimit at the delimiter that ends part number `parts`, even when that
       // is the close delimiter. It also marks a field of exactly `fieldSize` bytes truncated.
       // One more in each lets a form that is exactly at FORM_LIMITS through.
@@ -108,9 +124,8 @@ export function receiveSingleFile(
     );
   }
   const source = Readable.fromWeb(request.body as unknown as NodeReadableStream<Uint8Array>);
-  const boundary = boundaryOf(request.headers.get("content-type") ?? "");
-  const delimiters = boundary === undefined ? undefined : new DelimiterCounter(boundary);
-  return new FileReception(source, parser, delimiters, options).run();
+  const scanner = new PartScanner(boundary.boundary);
+  return new FileReception(source, parser, scanner, options).run();
 }
 
 /** One run of the parser over one request body; settles exactly once. */
@@ -118,9 +133,11 @@ class FileReception {
   readonly #source: Readable;
   readonly #parser: busboy.Busboy;
   readonly #options: ReceiveOptions;
-  readonly #delimiters: DelimiterCounter | undefined;
+  readonly #scanner: PartScanner;
   /** Parts busboy reported as a file or a field. */
   #reportedParts = 0;
+  /** Index among the reported parts of the file part. */
+  #filePartIndex: number | undefined;
   #fileStream: Readable | undefined;
   #put: Promise<BlobInfo> | undefined;
   #received: Omit<ReceivedFile, "blob"> | undefined;
@@ -131,12 +148,12 @@ class FileReception {
   constructor(
     source: Readable,
     parser: busboy.Busboy,
-    delimiters: DelimiterCounter | undefined,
+    scanner: PartScanner,
     options: ReceiveOptions,
   ) {
     this.#source = source;
     this.#parser = parser;
-    this.#delimiters = delimiters;
+    this.#scanner = scanner;
     this.#options = options;
   }
 
@@ -172,7 +189,7 @@ class FileReception {
     parser.on("close", () => void this.#onParserClose());
     this.#source.on("data", (chunk: Buffer) => {
       this.#countBodyBytes(chunk.byteLength);
-      this.#delimiters?.push(chunk);
+      this.#scanner.push(chunk);
     });
     this.#source.on("error", (error) => {
       this.#options.log.warn({ err: { message: error.message } }, "upload body stream failed");
@@ -198,7 +215,7 @@ class FileReception {
   }
 
   #onFile(name: string, stream: Readable, info: busboy.FileInfo): void {
-    this.#reportedParts++;
+    const partIndex = this.#reportedParts++;
     // The store reads the errors through its iterator; without a listener, an error emitted
     // while no read is pending would be an uncaught exception.
     stream.on("error", () => {});
@@ -224,15 +241,10 @@ class FileReception {
     }
     if (!IDENTITY_ENCODINGS.has(info.encoding)) {
       stream.resume();
-      this.#fail(
-        invalidForm(
-          "unsupported_encoding",
-          `The file part has Content-Transfer-Encoding "${info.encoding.slice(0, 40)}", which ` +
-            "the gateway does not decode. Send the file bytes without that header.",
-        ),
-      );
+      this.#fail(unsupportedEncoding(`Content-Transfer-Encoding "${info.encoding.slice(0, 40)}"`));
       return;
     }
+    this.#filePartIndex = partIndex;
     const filename = toDisplayFilename(info.filename);
     const contentType = info.mimeType || "application/octet-stream";
     this.#fileStream = stream;
@@ -286,7 +298,7 @@ class FileReception {
    */
   async #onParserClose(): Promise<void> {
     if (this.#failure) return;
-    const skipped = (this.#delimiters?.parts ?? 0) - this.#reportedParts;
+    const skipped = this.#scanner.parts - this.#reportedParts;
     if (skipped > 0) {
       this.#fail(
         invalidForm(
@@ -298,8 +310,17 @@ class FileReception {
       );
       return;
     }
-    if (!this.#put || !this.#received) {
+    if (!this.#put || !this.#received || this.#filePartIndex === undefined) {
       this.#fail(invalidForm("no_file", `The form has no file part named "${FILE_FIELD}".`));
+      return;
+    }
+    // With no part skipped, busboy reported the parts in body order, so the file part's index
+    // among them is its index in the body.
+    const encodings = (this.#scanner.headersOf(this.#filePartIndex) ?? []).filter(
+      (header) => header.name === "content-transfer-encoding",
+    );
+    if (encodings.length > 1) {
+      this.#fail(unsupportedEncoding(`${encodings.length} Content-Transfer-Encoding headers`));
       return;
     }
     try {
@@ -331,6 +352,15 @@ class FileReception {
       // The put failed, and by the store's contract nothing of the blob remains.
     }
   }
+}
+
+/** Builds the 400 for a file part whose Content-Transfer-Encoding `found` the gateway cannot use. */
+function unsupportedEncoding(found: string): AppError {
+  return invalidForm(
+    "unsupported_encoding",
+    `The file part has ${found}, but the gateway stores the bytes as sent and decodes no ` +
+      "transfer encoding. Send the file bytes without that header.",
+  );
 }
 
 function unnamedPart(): AppError {

@@ -262,6 +262,69 @@ describe("POST /upload", () => {
     expect(response.status).toBe(400);
   });
 
+  test("rejects a boundary hidden in a quoted parameter", async () => {
+    // The file part is valid, and busboy skips the attachment part.
+    const contentType = 'multipart/form-data; x="; boundary=zzz"; boundary=XyZb0undary';
+    const form = rawForm([
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nvideo bytes',
+      'Content-Disposition: attachment; name="a"\r\n\r\nx',
+    ]).replaceAll(BOUNDARY, "XyZb0undary");
+    const response = await h.app.handle(uploadRequest(form, { "content-type": contentType }));
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { code: string; details: { reason: string } };
+    expect(body.code).toBe("invalid_argument");
+    expect(body.details.reason).toBe("malformed_part");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+    expect(h.broker.publishedCount).toBe(0);
+  });
+
+  test("rejects a repeated boundary with 400", async () => {
+    const contentType = `${MULTIPART_TYPE}; boundary=other`;
+    const form = multipartBody([{ name: "file", filename: "a.mp4", content: "video bytes" }]);
+    const response = await h.app.handle(uploadRequest(form, { "content-type": contentType }));
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as {
+      code: string;
+      message: string;
+      request_id: string;
+      details: { reason: string };
+    };
+    expect(body.code).toBe("invalid_argument");
+    expect(body.details.reason).toBe("invalid_boundary");
+    expect(body.message).toContain("more than one boundary");
+    expect(body.request_id).toBe(response.headers.get("x-request-id") ?? "");
+    expect(await jobCount()).toBe(0);
+  });
+
+  test("rejects a file with two transfer encodings", async () => {
+    const filePart =
+      'Content-Disposition: form-data; name="file"; filename="a.mp4"\r\n' +
+      "Content-Transfer-Encoding: binary\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+      "dmlkZW8gYnl0ZXM=";
+    const response = await h.app.handle(uploadRequest(rawForm([filePart])));
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { details: { reason: string } };
+    expect(body.details.reason).toBe("unsupported_encoding");
+    expect(await storedVideoFiles(h.storeDir)).toEqual([]);
+    expect(await jobCount()).toBe(0);
+  });
+
+  test.each([
+    ["no body", undefined],
+    ["an empty body", ""],
+  ])("rejects %s as incomplete", async (_case, form) => {
+    const request = new Request(`${BASE}/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": MULTIPART_TYPE },
+      body: form,
+    });
+    const response = await h.app.handle(request);
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { details: { reason: string } };
+    expect(body.details.reason).toBe("incomplete_body");
+  });
+
   test("rejects a body that is not multipart with 415", async () => {
     const response = await h.app.handle(
       uploadRequest("raw bytes", { "content-type": "application/octet-stream" }),
