@@ -32,6 +32,7 @@ describe("readNotifyConfig", () => {
     expect(config.jobEventsQueue).toBe("job-events");
     expect(config.healthPort).toBe(8082);
     expect(config.prefetch).toBe(4);
+    expect(config.mailRetrySeconds).toBe(600);
     expect(config.logLevel).toBe("info");
     expect(config.mailTlsCa).toBeUndefined();
   });
@@ -70,6 +71,20 @@ describe("readNotifyConfig", () => {
   test("rejects a prefetch of 0", () => {
     const problems = problemsOf({ ...REQUIRED, NOTIFY_PREFETCH: "0" });
     expect(problems).toEqual(["NOTIFY_PREFETCH=0 is invalid; expected an integer from 1 to 1000"]);
+  });
+
+  test("reads MAIL_RETRY_SECONDS", () => {
+    expect(readNotifyConfig({ ...REQUIRED, MAIL_RETRY_SECONDS: "0" }).mailRetrySeconds).toBe(0);
+    expect(readNotifyConfig({ ...REQUIRED, MAIL_RETRY_SECONDS: "1500" }).mailRetrySeconds).toBe(
+      1500,
+    );
+  });
+
+  test.each(["-1", "1501", "ten"])("rejects MAIL_RETRY_SECONDS=%s", (value) => {
+    const problems = problemsOf({ ...REQUIRED, MAIL_RETRY_SECONDS: value });
+    expect(problems).toEqual([
+      `MAIL_RETRY_SECONDS=${value} is invalid; expected an integer from 0 to 1500`,
+    ]);
   });
 
   test("reads the CA file contents", () => {

@@ -21,11 +21,23 @@ export interface NotifyConfig {
   healthHost: string;
   /** Maximum number of emails in flight at once. */
   prefetch: number;
+  /**
+   * Time in seconds for which the handler retries a failed send before it hands the message back
+   * to the broker. With 0 it sends once per delivery.
+   */
+  mailRetrySeconds: number;
   /** PEM certificates from `MAIL_TLS_CA_FILE`, trusted for the SMTP server's certificate. */
   mailTlsCa: string | undefined;
 }
 
 const MAX_PREFETCH = 1000;
+
+/**
+ * Upper bound of MAIL_RETRY_SECONDS. RabbitMQ closes the channel of a delivery that stays
+ * unacknowledged longer than its consumer timeout, 30 minutes by default in 3.10. The retries
+ * and a last send of up to about a minute must end well before that.
+ */
+const MAX_MAIL_RETRY_SECONDS = 1500;
 
 /** Reads the notify settings and throws `ConfigError` naming every missing or invalid variable. */
 export function readNotifyConfig(env: Env): Readonly<NotifyConfig> {
@@ -44,6 +56,11 @@ function describeNotifyConfig(env: EnvReader): NotifyConfig {
     healthPort: env.int("HEALTH_PORT", { default: 8082, min: 0, max: 65535 }),
     healthHost: env.string("HEALTH_HOST", { default: "0.0.0.0" }),
     prefetch: env.int("NOTIFY_PREFETCH", { default: 4, min: 1, max: MAX_PREFETCH }),
+    mailRetrySeconds: env.int("MAIL_RETRY_SECONDS", {
+      default: 600,
+      min: 0,
+      max: MAX_MAIL_RETRY_SECONDS,
+    }),
     mailTlsCa: readCaFile(env),
   };
 }

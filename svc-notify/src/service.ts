@@ -11,6 +11,7 @@ import type { Broker, Subscription } from "@mp3converter/lib/ports/broker";
 import { MailConfigurationError, type Mailer } from "@mp3converter/lib/ports/mail";
 import { serve } from "@mp3converter/lib/runtime";
 import type { NotifyConfig } from "./config.ts";
+import { SEND_RETRY_INITIAL_DELAY_MS, SEND_RETRY_MAX_DELAY_MS } from "./retry.ts";
 import { createNotifyHandler, MailStatus, mailSettingToFix } from "./worker.ts";
 
 export interface NotifyOverrides {
@@ -19,12 +20,17 @@ export interface NotifyOverrides {
   /** A mailer to use instead of opening `MAIL_URL`; the service does not close it. */
   mailer?: Mailer;
   logger?: Logger;
+  /** Delays between the send retries of one email, in place of 1 s doubling up to 60 s. */
+  sendRetryDelays?: { initialMs: number; maxMs: number };
 }
 
 export interface NotifyService {
   /** Port of the health server. */
   port: number;
-  /** Stops consuming, waits for the emails in progress, and closes what the service opened. */
+  /**
+   * Stops consuming, ends the waits between send retries so that their messages go back to the
+   * queue, waits for the sends in progress, and closes what the service opened.
+   */
   stop(): Promise<void>;
 }
 
@@ -52,6 +58,7 @@ export async function startNotify(
   };
 
   const mailStatus = new MailStatus();
+  const stopRetries = new AbortController();
   const subscription = await openOrClose(async () => {
     await verifyMailer(mailer, mailStatus, logger);
     await broker.declareQueues([config.mp3Queue, config.jobEventsQueue]);
@@ -62,6 +69,12 @@ export async function startNotify(
       email: { from: config.mailFrom, publicUrl: config.publicUrl },
       jobEventsQueue: config.jobEventsQueue,
       mailStatus,
+      sendRetry: {
+        windowMs: config.mailRetrySeconds * 1000,
+        initialDelayMs: overrides.sendRetryDelays?.initialMs ?? SEND_RETRY_INITIAL_DELAY_MS,
+        maxDelayMs: overrides.sendRetryDelays?.maxMs ?? SEND_RETRY_MAX_DELAY_MS,
+      },
+      signal: stopRetries.signal,
     });
     return broker.consume(config.mp3Queue, handler, { prefetch: config.prefetch });
   }, closeAdapters);
@@ -75,7 +88,7 @@ export async function startNotify(
   const server = await openOrClose(
     () => serve(health.fetch, { port: config.healthPort, hostname: config.healthHost }),
     async () => {
-      await subscription.cancel();
+      await cancelConsumer(subscription, stopRetries);
       await closeAdapters();
     },
   );
@@ -84,6 +97,7 @@ export async function startNotify(
     {
       queue: config.mp3Queue,
       prefetch: config.prefetch,
+      mail_retry_seconds: config.mailRetrySeconds,
       health_port: server.port,
       mail_scheme: new URL(config.mailUrl).protocol,
     },
@@ -93,7 +107,7 @@ export async function startNotify(
   return {
     port: server.port,
     stop: () => {
-      stopping ??= stopNotify(subscription, server, closeAdapters, logger);
+      stopping ??= stopNotify(subscription, stopRetries, server, closeAdapters, logger);
       return stopping;
     },
   };
@@ -140,14 +154,26 @@ async function openOrClose<T>(open: () => Promise<T>, cleanup: () => Promise<voi
   }
 }
 
+/**
+ * Ends the waits between send retries and cancels the consumer in one synchronous step, then
+ * waits for its handlers. Both broker adapters mark a consumer cancelled before `cancel()` first
+ * awaits, and a handler whose wait ended resumes only after that. So the message it requeues
+ * stays in the queue instead of coming back to this consumer.
+ */
+function cancelConsumer(subscription: Subscription, stopRetries: AbortController): Promise<void> {
+  stopRetries.abort();
+  return subscription.cancel();
+}
+
 async function stopNotify(
   subscription: Subscription,
+  stopRetries: AbortController,
   server: { stop(): Promise<void> },
   closeAdapters: () => Promise<void>,
   logger: Logger,
 ): Promise<void> {
   logger.info("notify stopping");
-  await subscription.cancel();
+  await cancelConsumer(subscription, stopRetries);
   await server.stop();
   await closeAdapters();
   logger.info("notify stopped");

@@ -1,12 +1,14 @@
 /**
  * Notify service tests on the in-process broker and a real `.eml` outbox in a temporary
- * directory. Mailers that fail on purpose stand in for a broken mail server.
+ * directory. Mailers that fail on purpose stand in for a broken mail server. One test runs on the
+ * RabbitMQ server at `AMQP_TEST_URL`, in queues with random names that it deletes afterwards.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { AmqpBroker } from "@mp3converter/lib/adapters/amqp-broker";
 import { DEATH_REASON_HEADER, openBroker } from "@mp3converter/lib/adapters/broker";
 import { createLogger, type Logger } from "@mp3converter/lib/log";
 import {
@@ -24,7 +26,7 @@ import {
   type SentMail,
 } from "@mp3converter/lib/ports/mail";
 import { type AddressObject, type ParsedMail, simpleParser } from "mailparser";
-import { readNotifyConfig } from "./config.ts";
+import { type NotifyConfig, readNotifyConfig } from "./config.ts";
 import { type NotifyService, startNotify } from "./service.ts";
 
 /** Maximum wait for a condition, so a broken worker fails the test instead of hanging it. */
@@ -34,6 +36,8 @@ const WAIT_DEADLINE_MS = 15_000;
 setDefaultTimeout(30_000);
 
 const PUBLIC_URL = "http://127.0.0.1:8080";
+
+const AMQP_TEST_URL = process.env.AMQP_TEST_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 
 async function waitFor(what: string, condition: () => boolean): Promise<void> {
   const deadline = Date.now() + WAIT_DEADLINE_MS;
@@ -72,9 +76,13 @@ function mp3Message(overrides: Partial<Mp3Message> = {}): Mp3Message {
   };
 }
 
+/** Delays of the send retries in tests, in place of 1 s doubling up to 60 s. */
+const TEST_RETRY_DELAYS = { initialMs: 20, maxMs: 200 };
+
 /** A running service with its queues, what reached them, and its outbox. */
 interface Harness {
   service: NotifyService;
+  config: Readonly<NotifyConfig>;
   broker: Broker;
   mp3Queue: string;
   events: JobEvent[];
@@ -86,7 +94,15 @@ interface Harness {
   stop(): Promise<void>;
 }
 
-async function startHarness(options: { mailer?: Mailer; maxDeliveries?: number } = {}) {
+interface HarnessOptions {
+  mailer?: Mailer;
+  maxDeliveries?: number;
+  /** Value of MAIL_RETRY_SECONDS, 5 by default. */
+  mailRetrySeconds?: number;
+  sendRetryDelays?: { initialMs: number; maxMs: number };
+}
+
+async function startHarness(options: HarnessOptions = {}) {
   const { logger, lines } = capturingLogger();
   const outbox = mkdtempSync(join(tmpdir(), "notify-outbox-"));
   const mp3Queue = uniqueName("mp3");
@@ -102,10 +118,16 @@ async function startHarness(options: { mailer?: Mailer; maxDeliveries?: number }
     // One message at a time, so a test can wait for a later message and then look at all
     // effects of the earlier ones.
     NOTIFY_PREFETCH: "1",
+    MAIL_RETRY_SECONDS: String(options.mailRetrySeconds ?? 5),
   });
   let service: NotifyService;
   try {
-    service = await startNotify(config, { broker, logger, mailer: options.mailer });
+    service = await startNotify(config, {
+      broker,
+      logger,
+      mailer: options.mailer,
+      sendRetryDelays: options.sendRetryDelays ?? TEST_RETRY_DELAYS,
+    });
   } catch (error) {
     await broker.close();
     rmSync(outbox, { recursive: true, force: true });
@@ -133,6 +155,7 @@ async function startHarness(options: { mailer?: Mailer; maxDeliveries?: number }
 
   const harness: Harness = {
     service,
+    config,
     broker,
     mp3Queue,
     events,
@@ -346,7 +369,8 @@ function rejectedCredentials(): MailConfigurationError {
 describe("notify worker with a failing mailer", () => {
   test("configuration error requeues and marks mail down", async () => {
     const mailer = new ScriptedMailer(() => rejectedCredentials());
-    const harness = await startHarness({ mailer, maxDeliveries: 2 });
+    // Without send retries, each delivery sends once and the broker's requeues do the retrying.
+    const harness = await startHarness({ mailer, maxDeliveries: 2, mailRetrySeconds: 0 });
     try {
       const before = await harness.readyz();
       expect(before.status).toBe(200);
@@ -389,6 +413,8 @@ describe("notify worker with a failing mailer", () => {
       expect(mailer.sends[1]?.messageId).toBe(mailer.sends[0]?.messageId as string);
       expect(harness.deadLetters).toHaveLength(0);
       expect((await harness.readyz()).status).toBe(200);
+      const sentLine = harness.lines.find((l) => l.msg === "email sent");
+      expect(sentLine?.redelivered).toBe(false);
     } finally {
       await harness.stop();
     }
@@ -406,6 +432,242 @@ describe("notify worker with a failing mailer", () => {
     } finally {
       await harness.stop();
     }
+  });
+});
+
+function connectionRefused(): Error {
+  return Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:587"), {
+    code: "ECONNREFUSED",
+  });
+}
+
+/** Returns the `err.message` of a log line. */
+function errorMessageOf(line: Record<string, unknown> | undefined): unknown {
+  return (line?.err as { message?: unknown } | undefined)?.message;
+}
+
+describe("notify send retries", () => {
+  test("outage longer than the broker's retries sends", async () => {
+    // The broker's own requeues (100 ms doubling, 5 of them) end after about 3.1 s and 6 sends.
+    const outageMs = 3_500;
+    let failUntil = Number.POSITIVE_INFINITY;
+    const mailer = new ScriptedMailer(() => (Date.now() < failUntil ? connectionRefused() : null));
+    const harness = await startHarness({
+      mailer,
+      maxDeliveries: 5,
+      mailRetrySeconds: 10,
+      sendRetryDelays: { initialMs: 100, maxMs: 500 },
+    });
+    try {
+      const message = mp3Message();
+      failUntil = Date.now() + outageMs;
+      await harness.publish(message);
+      await waitFor("notified event", () =>
+        harness.events.some((e) => e.job_id === message.job_id),
+      );
+
+      expect(harness.deadLetters).toHaveLength(0);
+      expect(harness.events.filter((e) => e.job_id === message.job_id)).toHaveLength(1);
+      expect(mailer.sends.length).toBeGreaterThan(6);
+      const messageIds = new Set(mailer.sends.map((sent) => sent.messageId));
+      expect([...messageIds]).toEqual([`<${message.job_id}.ready@mp3converter>`]);
+      expect(harness.lines.filter((l) => l.msg === "message handler failed")).toHaveLength(0);
+      const sentLine = harness.lines.find((l) => l.msg === "email sent");
+      expect(sentLine?.redelivered).toBe(false);
+    } finally {
+      await harness.stop();
+    }
+  });
+
+  test("retry is logged with attempt and delay", async () => {
+    const mailer = new ScriptedMailer((attempt) => (attempt <= 2 ? connectionRefused() : null));
+    const harness = await startHarness({ mailer });
+    try {
+      const message = mp3Message();
+      await harness.publish(message);
+      await waitFor("notified event", () => harness.events.length === 1);
+
+      const retries = harness.lines.filter(
+        (l) => l.msg === "email not sent; retrying" && l.job_id === message.job_id,
+      );
+      expect(retries).toHaveLength(2);
+      expect(retries.map((l) => l.level)).toEqual(["warn", "warn"]);
+      expect(retries.map((l) => l.attempt)).toEqual([1, 2]);
+      // 20 ms, then 40 ms, each with equal jitter: a value in the upper half.
+      expect(retries[0]?.delay_ms).toBeWithin(10, 21);
+      expect(retries[1]?.delay_ms).toBeWithin(20, 41);
+      expect(retries[0]?.message_id).toBe(`<${message.job_id}.ready@mp3converter>`);
+      expect(retries[0]?.to).toBe("a***@example.com");
+      expect(errorMessageOf(retries[0])).toContain("ECONNREFUSED");
+      expect(JSON.stringify(harness.lines)).not.toContain("alice@example.com");
+      expect(mailer.sends).toHaveLength(3);
+    } finally {
+      await harness.stop();
+    }
+  });
+
+  test("used-up retry window dead-letters", async () => {
+    const mailer = new ScriptedMailer(() => connectionRefused());
+    const harness = await startHarness({ mailer, maxDeliveries: 1, mailRetrySeconds: 1 });
+    try {
+      const message = mp3Message();
+      await harness.publish(message);
+      await waitFor("dead letter", () => harness.deadLetters.length === 1);
+
+      expect(harness.deadLetters[0]?.headers[DEATH_REASON_HEADER]).toBe("delivery_limit");
+      expect(harness.events).toHaveLength(0);
+      // Two deliveries, each retrying for the whole window of 1 s.
+      expect(mailer.sends.length).toBeGreaterThan(4);
+      const handlerFailures = harness.lines.filter((l) => l.msg === "message handler failed");
+      expect(handlerFailures).toHaveLength(2);
+      expect(errorMessageOf(handlerFailures[0])).toContain(
+        "not sent within the retry window of 1000 ms",
+      );
+      const lastSends = harness.lines.filter(
+        (l) => l.msg === "email not sent" && l.job_id === message.job_id,
+      );
+      expect(lastSends).toHaveLength(2);
+      expect(lastSends[0]?.delay_ms).toBeUndefined();
+    } finally {
+      await harness.stop();
+    }
+  });
+
+  test("configuration error waits and keeps mail down", async () => {
+    const mailer = new ScriptedMailer((attempt) => (attempt <= 3 ? rejectedCredentials() : null));
+    const harness = await startHarness({ mailer, sendRetryDelays: { initialMs: 400, maxMs: 400 } });
+    try {
+      const message = mp3Message();
+      await harness.publish(message);
+      await waitFor("first send", () => mailer.sends.length >= 1);
+
+      const during = await harness.readyz();
+      expect(during.status).toBe(503);
+      const details = during.body.details as Record<string, string>;
+      expect(details.mail).toContain("the user name and password in MAIL_URL");
+
+      await waitFor("notified event", () => harness.events.length === 1);
+      expect((await harness.readyz()).status).toBe(200);
+      expect(mailer.sends).toHaveLength(4);
+      expect(harness.deadLetters).toHaveLength(0);
+      const errorLines = harness.lines.filter(
+        (l) => l.level === "error" && l.job_id === message.job_id,
+      );
+      expect(errorLines.map((l) => l.attempt)).toEqual([1, 2, 3]);
+      expect(errorLines[0]?.setting).toBe("the user name and password in MAIL_URL");
+      expect(errorLines[0]?.delay_ms).toBeWithin(200, 401);
+      expect(harness.lines.filter((l) => l.msg === "message handler failed")).toHaveLength(0);
+    } finally {
+      await harness.stop();
+    }
+  });
+
+  test("stop during a retry requeues the message", async () => {
+    const mailer = new ScriptedMailer(() => connectionRefused());
+    const harness = await startHarness({
+      mailer,
+      mailRetrySeconds: 600,
+      sendRetryDelays: { initialMs: 60_000, maxMs: 60_000 },
+    });
+    const { logger, lines } = capturingLogger();
+    let second: NotifyService | undefined;
+    try {
+      const message = mp3Message();
+      await harness.publish(message);
+      await waitFor("retry wait", () =>
+        harness.lines.some((l) => l.msg === "email not sent; retrying"),
+      );
+
+      const started = performance.now();
+      await harness.service.stop();
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(harness.lines.some((l) => String(l.msg).startsWith("email retries stopped"))).toBe(
+        true,
+      );
+      expect(mailer.sends).toHaveLength(1);
+      expect(harness.deadLetters).toHaveLength(0);
+      expect(harness.events).toHaveLength(0);
+
+      // A new notify with a working mailer gets the message, so the email is not lost.
+      second = await startNotify(harness.config, { broker: harness.broker, logger });
+      await waitFor("notified event", () => harness.events.length === 1);
+      expect(harness.events[0]?.job_id).toBe(message.job_id);
+      const mails = await emailsFor(harness.outbox, message.job_id);
+      expect(mails).toHaveLength(1);
+      expect(mails[0]?.messageId).toBe(`<${message.job_id}.ready@mp3converter>`);
+      const sentLine = lines.find((l) => l.msg === "email written to outbox");
+      expect(sentLine?.redelivered).toBe(true);
+    } finally {
+      await second?.stop();
+      await harness.stop();
+    }
+  });
+});
+
+describe("notify send retries on RabbitMQ", () => {
+  const mp3Queue = uniqueName("mp3");
+  const jobEventsQueue = uniqueName("job-events");
+  let admin: AmqpBroker;
+
+  beforeAll(async () => {
+    admin = await AmqpBroker.connect(AMQP_TEST_URL, {
+      logger: createLogger({ service: "notify-test", level: "silent" }),
+      maxDeliveries: 5,
+      connectionName: uniqueName("admin"),
+    });
+    await admin.declareQueues([mp3Queue, jobEventsQueue]);
+  });
+
+  afterAll(async () => {
+    await admin?.deleteQueues([mp3Queue, jobEventsQueue]);
+    await admin?.close();
+  });
+
+  test("stop during a retry requeues", async () => {
+    const { logger, lines } = capturingLogger();
+    const mailer = new ScriptedMailer(() => connectionRefused());
+    const config = readNotifyConfig({
+      BROKER_URL: AMQP_TEST_URL,
+      MAIL_URL: "file:/nonexistent",
+      PUBLIC_URL,
+      MP3_QUEUE: mp3Queue,
+      JOB_EVENTS_QUEUE: jobEventsQueue,
+      HEALTH_PORT: "0",
+      HEALTH_HOST: "127.0.0.1",
+      MAIL_RETRY_SECONDS: "600",
+    });
+    const service = await startNotify(config, {
+      logger,
+      mailer,
+      sendRetryDelays: { initialMs: 60_000, maxMs: 60_000 },
+    });
+
+    const message = mp3Message();
+    let stopMs: number;
+    try {
+      await admin.publish(mp3Queue, encodeMessage(message));
+      await waitFor("retry wait", () => lines.some((l) => l.msg === "email not sent; retrying"));
+    } finally {
+      const started = performance.now();
+      await service.stop();
+      stopMs = performance.now() - started;
+    }
+    // Closing the RabbitMQ connection takes a round trip, not the 60 s of the retry delay.
+    expect(stopMs).toBeLessThan(2_000);
+    expect(mailer.sends).toHaveLength(1);
+
+    const redelivered: Delivery[] = [];
+    await admin.consume(
+      mp3Queue,
+      async (delivery) => {
+        redelivered.push(delivery);
+        return "ack";
+      },
+      { prefetch: 1 },
+    );
+    await waitFor("redelivery", () => redelivered.length === 1);
+    expect(redelivered[0]?.redelivered).toBe(true);
+    expect(JSON.parse(String(redelivered[0]?.body)).job_id).toBe(message.job_id);
   });
 });
 

@@ -1,9 +1,11 @@
 /**
  * The `mp3` queue handler: decodes the message, emails the user, reports the email to the gateway
  * (`notified` for a ready MP3, `failed` with `email_sent` for a failure), and decides the delivery
- * outcome. A redelivered message sends the same email again with
+ * outcome. A failed send is retried inside the handler for up to the retry window before the
+ * message goes back to the broker. A redelivered message sends the same email again with
  * the same Message-ID, so mail clients can drop the duplicate.
  */
+import { sleep } from "@mp3converter/lib/adapters/broker";
 import { errorFields, type Logger, maskEmail } from "@mp3converter/lib/log";
 import {
   decodeMessage,
@@ -22,12 +24,13 @@ import {
   InvalidRecipientError,
   type JobEmail,
 } from "./email.ts";
+import { type SendRetryPolicy, sendRetryDelayMs } from "./retry.ts";
 
 /** Mail availability, as `/readyz` reports it. */
 export class MailStatus {
   #problem: string | undefined;
 
-  /** Records a failure that no retry can fix, such as rejected credentials. */
+  /** Records a failure that only a change of settings can fix, such as rejected credentials. */
   markDown(problem: string): void {
     this.#problem = problem;
   }
@@ -36,7 +39,10 @@ export class MailStatus {
     this.#problem = undefined;
   }
 
-  /** Readiness check: throws while the last send failed with a configuration error. */
+  /**
+   * Readiness check: throws from a send that failed with a configuration error until a send
+   * succeeds, so the retries of the failed send keep mail reported down.
+   */
   check(): void {
     if (this.#problem !== undefined) throw new Error(this.#problem);
   }
@@ -49,6 +55,12 @@ export interface NotifyWorkerOptions {
   email: EmailSettings;
   jobEventsQueue: string;
   mailStatus: MailStatus;
+  sendRetry: SendRetryPolicy;
+  /**
+   * Aborted when the service stops. A send retry that is waiting then ends at once and the
+   * handler returns `requeue`, so the message goes back to the queue.
+   */
+  signal: AbortSignal;
 }
 
 /**
@@ -65,7 +77,9 @@ export class RetryLaterError extends Error {
 
 /**
  * Creates the handler of the `mp3` queue. It rejects a message that no retry can turn into an
- * email, throws `RetryLaterError` when sending or publishing failed, and acks otherwise.
+ * email, and acks once the email is sent and reported. It throws `RetryLaterError` when sending
+ * still fails at the end of the retry window or when publishing the report fails. It returns
+ * `requeue` when the service stops while a send retry waits.
  */
 export function createNotifyHandler(options: NotifyWorkerOptions): MessageHandler {
   return async (delivery) => {
@@ -76,7 +90,8 @@ export function createNotifyHandler(options: NotifyWorkerOptions): MessageHandle
     const email = buildOrLog(message, options.email, log);
     if (email === null) return "reject";
 
-    const sent = await sendOrThrow(email, options, log);
+    const sent = await sendWithRetries(email, options, log);
+    if (sent === null) return "requeue";
     logSent(email, sent, delivery, log);
 
     await publishEmailSent(message, email, options, log);
@@ -109,32 +124,80 @@ function buildOrLog(message: Mp3Message, settings: EmailSettings, log: Logger): 
   }
 }
 
-/** Sends the email. On failure it logs, updates the mail status and throws `RetryLaterError`. */
-async function sendOrThrow(
+/**
+ * Sends the email, and after a failure sends it again with a growing delay until the retry
+ * window of `options.sendRetry` ends. Returns null when the service stops during a wait. Throws
+ * `RetryLaterError` when the last send in the window fails. A configuration error is retried
+ * too, because it can be fixed on the mail server without a restart, and a restart with new
+ * settings stops the wait.
+ */
+async function sendWithRetries(
   email: JobEmail,
   options: NotifyWorkerOptions,
   log: Logger,
-): Promise<SentMail> {
-  try {
-    const sent = await options.mailer.send(email.message);
-    options.mailStatus.markUp();
-    return sent;
-  } catch (error) {
-    const fields = { err: errorFields(error), message_id: email.message.messageId };
-    if (error instanceof MailConfigurationError) {
-      const setting = mailSettingToFix(error);
-      options.mailStatus.markDown(`${error.message}; check ${setting}`);
-      log.error(
-        { ...fields, setting },
-        `email not sent: mail configuration rejected; fix ${setting}`,
-      );
-    } else {
-      log.warn(fields, "email not sent");
+): Promise<SentMail | null> {
+  const deadline = Date.now() + options.sendRetry.windowMs;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const sent = await options.mailer.send(email.message);
+      options.mailStatus.markUp();
+      return sent;
+    } catch (error) {
+      const remainingMs = deadline - Date.now();
+      if (options.signal.aborted || remainingMs <= 0) {
+        logSendFailure(error, { email, attempt, delayMs: undefined }, options, log);
+        if (options.signal.aborted) return stoppedRetrying(email, attempt, log);
+        throw new RetryLaterError(
+          `email ${email.message.messageId} not sent within the retry window of ` +
+            `${options.sendRetry.windowMs} ms; handing the message back to the broker`,
+          { cause: error },
+        );
+      }
+      const delayMs = Math.min(sendRetryDelayMs(attempt - 1, options.sendRetry), remainingMs);
+      logSendFailure(error, { email, attempt, delayMs }, options, log);
+      await sleep(delayMs, options.signal);
+      if (options.signal.aborted) return stoppedRetrying(email, attempt, log);
     }
-    throw new RetryLaterError(`email ${email.message.messageId} not sent; retrying later`, {
-      cause: error,
-    });
   }
+}
+
+// NOTE: the broker counts the requeue of a stopped retry toward the queue's delivery limit like
+// any other, so a stop dead-letters a message whose earlier deliveries used up that limit.
+function stoppedRetrying(email: JobEmail, attempts: number, log: Logger): null {
+  log.info(
+    { message_id: email.message.messageId, attempts },
+    "email retries stopped because notify is stopping; the message goes back to the queue",
+  );
+  return null;
+}
+
+/**
+ * Logs a failed send with its attempt number and the delay before the next one, which is
+ * undefined when no retry follows. A configuration error also marks mail down for `/readyz`.
+ */
+function logSendFailure(
+  error: unknown,
+  failure: { email: JobEmail; attempt: number; delayMs: number | undefined },
+  options: NotifyWorkerOptions,
+  log: Logger,
+): void {
+  const fields = {
+    err: errorFields(error),
+    message_id: failure.email.message.messageId,
+    to: maskEmail(failure.email.message.to),
+    attempt: failure.attempt,
+    delay_ms: failure.delayMs,
+  };
+  if (error instanceof MailConfigurationError) {
+    const setting = mailSettingToFix(error);
+    options.mailStatus.markDown(`${error.message}; check ${setting}`);
+    log.error(
+      { ...fields, setting },
+      `email not sent: mail configuration rejected; fix ${setting}`,
+    );
+    return;
+  }
+  log.warn(fields, failure.delayMs === undefined ? "email not sent" : "email not sent; retrying");
 }
 
 /** Error codes of a TLS connection whose server certificate failed verification. */
