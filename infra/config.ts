@@ -78,7 +78,7 @@ export interface StackConfig {
     convertCpuSeconds: number;
     convertMaxInputSeconds: number;
   };
-  notify: AppSizing & { mailFrom: string };
+  notify: AppSizing & { mailFrom: string; mailRetrySeconds: number };
   mysql: BackingSizing;
   mongodb: BackingSizing;
   rabbitmq: BackingSizing;
@@ -245,6 +245,8 @@ export function readStackConfig(config = new pulumi.Config()): StackConfig {
     notify: {
       ...readAppSizing(read, "notify", APP_DEFAULTS.notify),
       mailFrom: read.string("mailFrom", "mp3converter <no-reply@mp3converter.local>"),
+      // The bounds of MAIL_RETRY_SECONDS in svc-notify/src/config.ts.
+      mailRetrySeconds: read.int("mailRetrySeconds", 600, 0, 1500),
     },
     mysql: readBackingSizing(read, "mysql", BACKING_DEFAULTS.mysql),
     mongodb: readBackingSizing(read, "mongodb", BACKING_DEFAULTS.mongodb),

@@ -425,7 +425,14 @@ describe("default minikube stack", () => {
         "JOB_RETENTION_DAYS",
       ],
       converter: ["BROKER_URL", "STORAGE_URL", "HEALTH_PORT", "WORK_DIR"],
-      notify: ["BROKER_URL", "MAIL_URL", "MAIL_FROM", "PUBLIC_URL", "HEALTH_PORT"],
+      notify: [
+        "BROKER_URL",
+        "MAIL_URL",
+        "MAIL_FROM",
+        "PUBLIC_URL",
+        "HEALTH_PORT",
+        "MAIL_RETRY_SECONDS",
+      ],
     };
     for (const app of APPS) {
       const env = resolveEnv(run, appContainer(run, app));
@@ -437,6 +444,7 @@ describe("default minikube stack", () => {
     expect(gateway.PUBLIC_URL).toBe("http://mp3converter.com");
     expect(gateway.MAX_ACTIVE_JOBS_PER_USER).toBe("10");
     expect(gateway.JOB_RETENTION_DAYS).toBe("0");
+    expect(resolveEnv(run, appContainer(run, "notify")).MAIL_RETRY_SECONDS).toBe("600");
     expect(resolveEnv(run, appContainer(run, "auth")).TRUST_PROXY).toBe("true");
   });
 });
@@ -541,6 +549,20 @@ describe("job retention setting", () => {
   test("rejects a negative retention", async () => {
     const config = { ...SECRETS, jobRetentionDays: "-1" };
     await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow("jobRetentionDays=-1 is invalid");
+  });
+});
+
+describe("mail retry setting", () => {
+  test("passes mailRetrySeconds to notify", async () => {
+    const run = await runProgram({ ...SECRETS, mailRetrySeconds: "1200" }, SECRET_KEYS);
+    expect(resolveEnv(run, appContainer(run, "notify")).MAIL_RETRY_SECONDS).toBe("1200");
+  });
+
+  test("rejects a retry time over 1500 s", async () => {
+    const config = { ...SECRETS, mailRetrySeconds: "1501" };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
+      "mailRetrySeconds=1501 is invalid",
+    );
   });
 });
 

@@ -152,6 +152,7 @@ function deployNotify(c: StackConfig, ns: Text, image: Text, urls: ConnectionUrl
         HEALTH_PORT: String(PORTS.notifyHealth),
         LOG_LEVEL: c.logLevel,
         MAIL_FROM: c.notify.mailFrom,
+        MAIL_RETRY_SECONDS: String(c.notify.mailRetrySeconds),
         PUBLIC_URL: c.publicUrl,
       },
       secrets: { BROKER_URL: urls.brokerUrl, MAIL_URL: c.secrets.mailUrl },
