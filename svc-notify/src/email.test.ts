@@ -54,12 +54,21 @@ describe("ready email", () => {
 
   test("contains a curl command with the token header", () => {
     expect(email.message.text).toContain(
-      `  curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n    "${link}"\n`,
+      `  curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n  "${link}"\n`,
     );
   });
 
   test("text lines fit the 7bit limit", () => {
     for (const line of (email.message.text ?? "").split("\n")) {
+      expect(line.length).toBeLessThanOrEqual(76);
+    }
+  });
+
+  test("default links with a job id fit the 7bit limit", () => {
+    const jobId = "8d3baace-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const message = readyMessage({ job_id: jobId, mp3_fid: jobId });
+    const local = buildJobEmail(message, { ...SETTINGS, publicUrl: "http://localhost:18090" });
+    for (const line of (local.message.text ?? "").split("\n")) {
       expect(line.length).toBeLessThanOrEqual(76);
     }
   });

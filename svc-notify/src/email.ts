@@ -107,7 +107,8 @@ function buildReadyEmail(
     "",
     "With curl, where TOKEN is the token that POST /login returned:",
     `  curl -H "Authorization: Bearer $TOKEN" -o ${quotedName} \\`,
-    `    ${shellQuote(downloadUrl)}`,
+    // Indented like the command, so that the default link with a job id fits in 76 characters.
+    `  ${shellQuote(downloadUrl)}`,
     "",
     ...labelledLine("Job status:", statusUrl),
     `Job id: ${message.job_id}`,

@@ -219,7 +219,7 @@ describe("notify worker on the file outbox", () => {
     expect((mail.to as AddressObject).text).toBe("alice@example.com");
     expect(mail.text).toContain(link);
     expect(mail.text).toContain(
-      `curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n    "${link}"`,
+      `curl -H "Authorization: Bearer $TOKEN" -o talk.mp3 \\\n  "${link}"`,
     );
     expect(mail.text).toContain(`${PUBLIC_URL}/jobs/${message.job_id}`);
     expect(mail.html).toContain(`href="${link}"`);
