@@ -119,7 +119,10 @@ interface RunningParts {
 }
 
 async function stopConverter(parts: RunningParts): Promise<void> {
-  parts.logger.info("converter stopping");
+  parts.logger.info(
+    { drain_ms: parts.drainMs },
+    "converter stopping; conversions in progress may finish within the drain time",
+  );
   const killTimer = setTimeout(() => {
     parts.logger.warn(
       { drain_ms: parts.drainMs },
