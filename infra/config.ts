@@ -78,7 +78,7 @@ export interface StackConfig {
     convertCpuSeconds: number;
     convertMaxInputSeconds: number;
   };
-  notify: AppSizing & { mailFrom: string; mailRetrySeconds: number };
+  notify: AppSizing & { mailFrom: string; mailRetrySeconds: number; prefetch: number };
   mysql: BackingSizing;
   mongodb: BackingSizing;
   rabbitmq: BackingSizing;
@@ -247,6 +247,8 @@ export function readStackConfig(config = new pulumi.Config()): StackConfig {
       mailFrom: read.string("mailFrom", "mp3converter <no-reply@mp3converter.local>"),
       // The bounds of MAIL_RETRY_SECONDS in svc-notify/src/config.ts.
       mailRetrySeconds: read.int("mailRetrySeconds", 600, 0, 1500),
+      // The bounds of NOTIFY_PREFETCH in svc-notify/src/config.ts.
+      prefetch: read.int("notifyPrefetch", 4, 1, 1000),
     },
     mysql: readBackingSizing(read, "mysql", BACKING_DEFAULTS.mysql),
     mongodb: readBackingSizing(read, "mongodb", BACKING_DEFAULTS.mongodb),
@@ -382,7 +384,9 @@ function readConverter(read: ConfigReader): StackConfig["converter"] {
     minReplicas,
     maxReplicas,
     targetCpuUtilizationPercent: read.int("converterTargetCpuUtilizationPercent", 70, 1, 100),
-    prefetch: read.int("converterPrefetch", 1, 1, 100),
+    // The bounds of CONVERTER_PREFETCH in svc-converter/src/config.ts; a larger value would pass
+    // here and then stop every converter pod at start-up.
+    prefetch: read.int("converterPrefetch", 1, 1, 64),
     drainSeconds,
     convertTimeoutSeconds,
     convertCpuSeconds: read.int("convertCpuSeconds", 1800, 1),

@@ -558,6 +558,18 @@ describe("mail retry setting", () => {
     expect(resolveEnv(run, appContainer(run, "notify")).MAIL_RETRY_SECONDS).toBe("1200");
   });
 
+  test("passes notifyPrefetch to notify", async () => {
+    const run = await runProgram({ ...SECRETS, notifyPrefetch: "16" }, SECRET_KEYS);
+    expect(resolveEnv(run, appContainer(run, "notify")).NOTIFY_PREFETCH).toBe("16");
+  });
+
+  test("rejects a converter prefetch the converter rejects", async () => {
+    const config = { ...SECRETS, converterPrefetch: "65" };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
+      "converterPrefetch=65 is invalid",
+    );
+  });
+
   test("rejects a retry time over 1500 s", async () => {
     const config = { ...SECRETS, mailRetrySeconds: "1501" };
     await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(

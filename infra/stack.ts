@@ -153,6 +153,7 @@ function deployNotify(c: StackConfig, ns: Text, image: Text, urls: ConnectionUrl
         LOG_LEVEL: c.logLevel,
         MAIL_FROM: c.notify.mailFrom,
         MAIL_RETRY_SECONDS: String(c.notify.mailRetrySeconds),
+        NOTIFY_PREFETCH: String(c.notify.prefetch),
         PUBLIC_URL: c.publicUrl,
       },
       secrets: { BROKER_URL: urls.brokerUrl, MAIL_URL: c.secrets.mailUrl },
