@@ -371,7 +371,9 @@ function readConverter(read: ConfigReader): StackConfig["converter"] {
         "and set converterDrainSeconds instead",
     );
   }
-  const convertTimeoutSeconds = read.int("convertTimeoutSeconds", 1800, 1);
+  // The bounds below are those of svc-converter/src/config.ts, which stops at start-up on a
+  // value outside them.
+  const convertTimeoutSeconds = read.int("convertTimeoutSeconds", 1800, 1, 86_400);
   const minReplicas = read.int("converterMinReplicas", 4, 1, 100);
   const maxReplicas = read.int("converterMaxReplicas", 8, 1, 100);
   if (maxReplicas < minReplicas) {
@@ -389,8 +391,8 @@ function readConverter(read: ConfigReader): StackConfig["converter"] {
     prefetch: read.int("converterPrefetch", 1, 1, 64),
     drainSeconds,
     convertTimeoutSeconds,
-    convertCpuSeconds: read.int("convertCpuSeconds", 1800, 1),
-    convertMaxInputSeconds: read.int("convertMaxInputSeconds", 14_400, 1),
+    convertCpuSeconds: read.int("convertCpuSeconds", 1800, 1, 86_400),
+    convertMaxInputSeconds: read.int("convertMaxInputSeconds", 14_400, 1, 7 * 86_400),
   };
 }
 

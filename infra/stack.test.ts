@@ -563,6 +563,15 @@ describe("mail retry setting", () => {
     expect(resolveEnv(run, appContainer(run, "notify")).NOTIFY_PREFETCH).toBe("16");
   });
 
+  test.each([
+    ["convertTimeoutSeconds", "86401"],
+    ["convertCpuSeconds", "86401"],
+    ["convertMaxInputSeconds", "604801"],
+  ])("rejects %s=%s, which the converter rejects", async (key, value) => {
+    const config = { ...SECRETS, [key]: value };
+    await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(`${key}=${value} is invalid`);
+  });
+
   test("rejects a converter prefetch the converter rejects", async () => {
     const config = { ...SECRETS, converterPrefetch: "65" };
     await expect(runProgram(config, SECRET_KEYS)).rejects.toThrow(
