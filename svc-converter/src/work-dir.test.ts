@@ -145,12 +145,13 @@ describe("sweepWorkDir", () => {
     expect(await sweep()).toEqual(sweptDirectories(1));
   });
 
-  test("keeps a live owner until its heartbeat is stale", async () => {
+  test("keeps a live local owner even when stale", async () => {
     const child = spawn("sleep", ["30"]);
     try {
       await instanceOf("mp3converter-living", { pid: child.pid as number });
       expect(await sweep()).toEqual(sweptDirectories(0));
-      expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual(sweptDirectories(1));
+      expect(await sweep(Date.now() + HEARTBEAT_STALE_MS + 1000)).toEqual(sweptDirectories(0));
+      expect(await readdir(root)).toEqual(["mp3converter-living"]);
     } finally {
       child.kill();
     }

@@ -4,8 +4,9 @@
  * directory of its own (`mp3converter-XXXXXX`). The directory records its owner (host, PID
  * namespace and PID) in `owner.json`, and the owner refreshes its modification time as a
  * heartbeat. A sweep at start-up and after each heartbeat removes what a crash or SIGKILL left
- * behind: the instance directories whose owner has exited or has sent no heartbeat for
- * `HEARTBEAT_STALE_MS`, and the job directories of earlier versions once they are older than
+ * behind: the instance directories whose owner has exited, or whose owner this process cannot
+ * check (another host or container) and has sent no heartbeat for `HEARTBEAT_STALE_MS`, and the
+ * job directories of earlier versions once they are older than
  * any conversion can run. Before it removes an instance directory, the sweep kills the ffmpeg and
  * ffprobe processes that its owner left running (see `orphans.ts`).
  */
@@ -235,6 +236,9 @@ async function isAbandonedInstance(path: string, now: number): Promise<boolean> 
   const owner = await readOwner(path);
   if (owner !== null && ownInstances.has(owner.instance)) return false;
   if (owner !== null && ownerHasExited(owner)) return true;
+  // A converter on this host that still runs keeps its directory and its ffmpeg, even when its
+  // heartbeat is late, because the sweep would otherwise kill a conversion in progress.
+  if (owner !== null && ownerRunsHere(owner)) return false;
   return now - (await lstat(path)).mtimeMs > HEARTBEAT_STALE_MS;
 }
 
@@ -278,6 +282,19 @@ async function readOwner(path: string): Promise<InstanceOwner | null> {
  * process's own (so it was an earlier process) or no process has that PID. A PID in use may
  * belong to an unrelated process that reused it, so that case waits for the stale heartbeat.
  */
+/** Returns whether `owner` is another process on this host and in this PID namespace that runs. */
+function ownerRunsHere(owner: InstanceOwner): boolean {
+  const self = currentProcess();
+  if (owner.host !== self.host || owner.pid_namespace !== self.pid_namespace) return false;
+  if (owner.pid === self.pid) return false;
+  try {
+    process.kill(owner.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 function ownerHasExited(owner: InstanceOwner): boolean {
   const self = currentProcess();
   if (owner.host !== self.host || owner.pid_namespace !== self.pid_namespace) return false;
