@@ -487,3 +487,47 @@ test("stop after the drain requeues the job", async () => {
     await ownBroker.close();
   }
 });
+
+test("stop ends the wait for a taken mp3 id", async () => {
+  const captured = capturingLogger();
+  const ownBroker = await openBroker("memory:", { logger: captured.logger });
+  const config = readConverterConfig({
+    BROKER_URL: "memory:",
+    STORAGE_URL: `file:${join(dir, "files")}`,
+    HEALTH_PORT: "0",
+    WORK_DIR: workDir,
+    CONVERTER_DRAIN_SECONDS: "0",
+  });
+  // Every MP3 put finds the id taken and the blob never becomes visible, as with a fresh orphan.
+  const takenStore = storeFailingFirstMp3Put(store);
+  takenStore.put = async (...args: Parameters<BlobStore["put"]>) => {
+    if (args[0] === "mp3s") throw new BlobExistsError("mp3s", args[2].id ?? "");
+    return store.put(...args);
+  };
+  const service = await startConverter(config, {
+    broker: ownBroker,
+    store: takenStore,
+    logger: captured.logger,
+  });
+  try {
+    await uploadVideo("video-taken", media.m4aAudioOnly, "taken.m4a");
+    const message = videoMessage("job-taken", "video-taken", "taken.m4a");
+    await ownBroker.publish("video", encodeMessage(message), { messageId: message.job_id });
+    await waitFor("wait for the taken id", () =>
+      captured.lines.some((line) => String(line.msg).startsWith("mp3 id is taken")),
+    );
+
+    const started = Date.now();
+    await service.stop();
+
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const interrupted = captured.lines.filter((line) =>
+      String(line.msg).startsWith("conversion interrupted"),
+    );
+    expect(interrupted).toHaveLength(1);
+    expect(interrupted[0]?.job_id).toBe("job-taken");
+  } finally {
+    await service.stop();
+    await ownBroker.close();
+  }
+}, 30_000);

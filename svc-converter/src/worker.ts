@@ -178,7 +178,7 @@ async function produceMp3(
       throw error;
     }
     try {
-      await storeMp3(message, mp3, options.store, log);
+      await storeMp3(message, mp3, options.store, log, options.signal);
     } finally {
       await mp3.dispose();
     }
@@ -207,9 +207,12 @@ async function storeMp3(
   mp3: ConvertedMp3,
   store: BlobStore,
   log: Logger,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   const deadline = Date.now() + EXISTING_MP3_WAIT_MS;
   for (let attempt = 1; ; attempt++) {
+    // A stopping converter does not wait here past its drain time; the message is requeued.
+    signal?.throwIfAborted();
     try {
       await putMp3(message, mp3, store);
       return;
