@@ -390,6 +390,10 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       await jobs.applyUpdate(emailed.id, { state: "failed", failure, at: 2 });
       await jobs.recordEmailSent(emailed.id, "failed", 3);
       await jobs.insert(newJob({ createdAt: 800 }));
+      const missing = newJob({ createdAt: 950 });
+      await jobs.insert(missing);
+      const videoMissing = { code: "video_missing", message: "The video is gone." };
+      await jobs.applyUpdate(missing.id, { state: "failed", failure: videoMissing, at: 2 });
 
       const first = await jobs.listFailedWithoutEmail(2);
       expect(first.map((job) => job.id)).toEqual(ids.slice(0, 2));

@@ -275,7 +275,9 @@ export class JobStore {
 
   /**
    * Lists `failed` jobs with no recorded email, oldest first, starting after `cursor`. These are
-   * the jobs whose failure email may have been lost in a restart.
+   * the jobs whose failure email may have been lost in a restart. A `video_missing` job is left
+   * out, because the converter fails it without an email on purpose: its video is most often gone
+   * because the job was deleted.
    */
   async listFailedWithoutEmail(limit: number, cursor?: JobCursor): Promise<JobRecord[]> {
     const params: SqlValue[] = [];
@@ -285,7 +287,8 @@ export class JobStore {
       params.push(cursor.createdAt, cursor.createdAt, cursor.id);
     }
     const sql =
-      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'failed' AND notified_at IS NULL${after} ` +
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'failed' AND notified_at IS NULL ` +
+      `AND (failure_code IS NULL OR failure_code <> 'video_missing')${after} ` +
       `ORDER BY created_at, id LIMIT ${Math.trunc(limit)}`;
     const rows = await this.#db.query(sql, params);
     return rows.map(toJobRecord);
