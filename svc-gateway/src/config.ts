@@ -21,8 +21,8 @@ export interface GatewayConfig {
   /** Maximum number of queued or converting jobs per user before an upload gets 429. 0 turns the limit off. */
   maxActiveJobsPerUser: number;
   /**
-   * Days a `notified` or `failed` job is kept after its last update before the retention sweep
-   * deletes it with its video and MP3. 0 keeps jobs forever.
+   * Days a `converted`, `notified` or `failed` job is kept after its last update before the sweep
+   * of retention deletes it with its video and MP3. 0 keeps jobs forever.
    */
   jobRetentionDays: number;
   videoQueue: string;
