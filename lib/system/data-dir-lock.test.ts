@@ -4,7 +4,12 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DataDirInUseError, LOCK_FILE_NAME, lockDataDir } from "./data-dir-lock.ts";
+import {
+  DataDirInUseError,
+  LOCK_FILE_NAME,
+  lockDataDir,
+  removeStaleLock,
+} from "./data-dir-lock.ts";
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
@@ -96,4 +101,59 @@ test("dev runner exits when the directory is in use", async () => {
 
   expect(code).toBe(1);
   expect(stderr).toContain(`in use by process ${other.pid}`);
+}, 30_000);
+
+test("stale-lock removal spares a lock taken meanwhile", async () => {
+  // A process that read a dead PID comes to remove the file after another process has replaced
+  // it with its own lock; the removal must find the running holder and leave the file.
+  const dir = tempDir();
+  const other = otherProcess();
+  const path = join(dir, LOCK_FILE_NAME);
+  writeFileSync(path, `${other.pid}\n`);
+
+  await removeStaleLock(path, `${process.pid}\n`);
+
+  expect(readFileSync(path, "utf8")).toBe(`${other.pid}\n`);
+  expect(existsSync(`${path}.takeover`)).toBe(false);
+});
+
+test("processes taking over a stale lock at once: one wins", async () => {
+  const dir = tempDir();
+  const other = otherProcess();
+  writeFileSync(join(dir, LOCK_FILE_NAME), `${other.pid}\n`);
+  other.kill("SIGKILL");
+  await exited(other);
+  const script = join(dir, "take.ts");
+  writeFileSync(
+    script,
+    [
+      `import { lockDataDir } from ${JSON.stringify(join(import.meta.dir, "data-dir-lock.ts"))};`,
+      "try {",
+      `  const release = await lockDataDir(${JSON.stringify(dir)});`,
+      '  process.stdout.write("locked");',
+      "  await new Promise((resolve) => setTimeout(resolve, 2_000));",
+      "  await release();",
+      "} catch (error) {",
+      "  process.stdout.write((error as Error).name);",
+      "}",
+    ].join("\n"),
+  );
+
+  const outcomes = await Promise.all(
+    [1, 2, 3, 4, 5].map(
+      () =>
+        new Promise<string>((resolve) => {
+          const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "ignore"] });
+          children.push(child);
+          let output = "";
+          child.stdout?.on("data", (chunk: Buffer) => {
+            output += chunk.toString();
+          });
+          child.on("close", () => resolve(output));
+        }),
+    ),
+  );
+
+  expect(outcomes.filter((outcome) => outcome === "locked")).toHaveLength(1);
+  expect(outcomes.filter((outcome) => outcome === "DataDirInUseError")).toHaveLength(4);
 }, 30_000);
