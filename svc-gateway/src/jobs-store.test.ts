@@ -257,6 +257,17 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       expect((await jobs.findOwned(ids.failed, "user-1"))?.publishedAt).toBe(20);
       expect((await jobs.findOwned(ids.converted, "user-1"))?.state).toBe("converted");
     });
+
+    test("keeps a job with a failed email published", async () => {
+      const job = newJob();
+      await jobs.insert(job);
+      await jobs.markPublished(job.id, 20);
+      await jobs.applyUpdate(job.id, { state: "converted", mp3Fid: job.id, at: 30 });
+      await jobs.recordEmailFailed(job.id, 40);
+
+      expect(await jobs.markUnfinishedUnpublished()).toBe(0);
+      expect((await jobs.findOwned(job.id, "user-1"))?.publishedAt).toBe(20);
+    });
   });
 
   describe("deletion", () => {
@@ -394,6 +405,10 @@ describe.each(DATABASE_URLS)("JobStore on %s", (dialect, url) => {
       await jobs.insert(missing);
       const videoMissing = { code: "video_missing", message: "The video is gone." };
       await jobs.applyUpdate(missing.id, { state: "failed", failure: videoMissing, at: 2 });
+      const gaveUp = newJob({ createdAt: 960 });
+      await jobs.insert(gaveUp);
+      await jobs.applyUpdate(gaveUp.id, { state: "failed", failure, at: 2 });
+      await jobs.recordEmailFailed(gaveUp.id, 3);
 
       const first = await jobs.listFailedWithoutEmail(2);
       expect(first.map((job) => job.id)).toEqual(ids.slice(0, 2));

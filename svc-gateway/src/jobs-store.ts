@@ -94,9 +94,13 @@ const SELECT_BY_MP3 =
 /** States of a job still in progress. A job leaves them when it is notified or failed. */
 const UNFINISHED_STATES = "'queued', 'converting', 'converted'";
 
+/**
+ * A job whose email notify gave up on stays `converted` but is not published again: its MP3 is
+ * stored, and the user can see the failed email on the job.
+ */
 const MARK_UNFINISHED_UNPUBLISHED =
   "UPDATE jobs SET published_at = NULL, publish_lease_until = NULL " +
-  `WHERE state IN (${UNFINISHED_STATES})`;
+  `WHERE state IN (${UNFINISHED_STATES}) AND email_failed_at IS NULL`;
 
 /** States of a job that waits for or occupies a converter. */
 const ACTIVE_STATES = "'queued', 'converting'";
@@ -275,9 +279,9 @@ export class JobStore {
 
   /**
    * Lists `failed` jobs with no recorded email, oldest first, starting after `cursor`. These are
-   * the jobs whose failure email may have been lost in a restart. A `video_missing` job is left
-   * out, because the converter fails it without an email on purpose: its video is most often gone
-   * because the job was deleted.
+   * the jobs whose failure email may have been lost in a restart. Left out are a `video_missing`
+   * job, which the converter fails without an email on purpose because its video is most often
+   * gone with a deleted job, and a job whose email notify gave up on.
    */
   async listFailedWithoutEmail(limit: number, cursor?: JobCursor): Promise<JobRecord[]> {
     const params: SqlValue[] = [];
@@ -288,6 +292,7 @@ export class JobStore {
     }
     const sql =
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'failed' AND notified_at IS NULL ` +
+      "AND email_failed_at IS NULL " +
       `AND (failure_code IS NULL OR failure_code <> 'video_missing')${after} ` +
       `ORDER BY created_at, id LIMIT ${Math.trunc(limit)}`;
     const rows = await this.#db.query(sql, params);
