@@ -1,7 +1,7 @@
 /** The data directory lock of the all-in-one system. */
 import { afterEach, expect, test } from "bun:test";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -46,6 +46,7 @@ test("lock writes the PID and release removes it", async () => {
   const dir = tempDir();
   const release = await lockDataDir(dir);
   expect(readFileSync(join(dir, LOCK_FILE_NAME), "utf8")).toBe(`${process.pid}\n`);
+  expect(readdirSync(dir)).toEqual([LOCK_FILE_NAME]);
   await release();
   expect(existsSync(join(dir, LOCK_FILE_NAME))).toBe(false);
 });

@@ -3,8 +3,10 @@
  * every unfinished job at start-up, because its in-process broker lost its messages, so a second
  * system started while the first still drains would convert the same jobs and email twice.
  */
+
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { link, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** Name of the lock file in the data directory. It contains the PID of the holder. */
@@ -104,14 +106,22 @@ export async function removeStaleLock(path: string, ours: string): Promise<void>
   }
 }
 
-/** Creates `path` with `content` unless it exists; returns whether this call created it. */
+/**
+ * Creates `path` with `content` unless it exists; returns whether this call created it. The
+ * content is written to a temporary file that is then linked into place, so that no reader ever
+ * sees the file empty and takes it for a stale lock.
+ */
 async function createExclusive(path: string, content: string): Promise<boolean> {
+  const temporary = `${path}.${process.pid}.${randomBytes(6).toString("hex")}`;
+  await writeFile(temporary, content, { flag: "wx" });
   try {
-    await writeFile(path, content, { flag: "wx" });
+    await link(temporary, path);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
     throw error;
+  } finally {
+    await rm(temporary, { force: true });
   }
 }
 
