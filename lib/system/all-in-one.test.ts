@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../src/config.ts";
@@ -42,6 +42,8 @@ test("dev runner prints an invalid service setting", async () => {
         AUTH_PORT: "0",
         LOG_LEVEL: "silent",
         JOB_RETENTION_DAYS: "abc",
+        CONVERTER_PREFETCH: "x",
+        MAIL_RETRY_SECONDS: "-1",
       },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -53,6 +55,38 @@ test("dev runner prints an invalid service setting", async () => {
 
     expect(code).toBe(1);
     expect(stderr).toContain("JOB_RETENTION_DAYS=abc is invalid");
+    expect(stderr).toContain("CONVERTER_PREFETCH=x is invalid");
+    expect(stderr).toContain("MAIL_RETRY_SECONDS=-1 is invalid");
+    expect(stderr).not.toContain("all-in-one.ts:");
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 30_000);
+
+test("dev runner names an unusable data directory", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "mp3c-dev-outbox-"));
+  try {
+    // A file where the outbox directory belongs.
+    writeFileSync(join(dataDir, "outbox"), "");
+    const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
+      env: {
+        ...process.env,
+        DATA_DIR: dataDir,
+        GATEWAY_PORT: "0",
+        AUTH_PORT: "0",
+        LOG_LEVEL: "silent",
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    runner.stderr?.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
+
+    expect(code).toBe(1);
+    expect(stderr).toContain(`The data directory ${dataDir} cannot be used`);
+    expect(stderr).toContain("outbox");
     expect(stderr).not.toContain("all-in-one.ts:");
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

@@ -94,22 +94,17 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   };
 
   try {
-    parts.auth = await startAuth(
-      readAuthConfig({
-        ...common,
-        // Auth trusts X-Forwarded-For from the gateway, so only this machine may reach it.
-        HOST: "127.0.0.1",
-        PORT: String(options.authPort),
-        DATABASE_URL: `sqlite:${join(dataDir, "auth.db")}`,
-        JWT_SIGNING_KEYS: await loadOrCreateSigningKeys(dataDir),
-        TRUST_PROXY: "true",
-      }),
-      { logger: loggerOf("svc-auth") },
-    );
-    const authUrl = `http://127.0.0.1:${parts.auth.port}`;
-
     const storageUrl = `file:${join(dataDir, "files")}`;
-    const gatewayConfig = readGatewayConfig({
+    const authEnv: Env = {
+      ...common,
+      // Auth trusts X-Forwarded-For from the gateway, so only this machine may reach it.
+      HOST: "127.0.0.1",
+      PORT: String(options.authPort),
+      DATABASE_URL: `sqlite:${join(dataDir, "auth.db")}`,
+      JWT_SIGNING_KEYS: await loadOrCreateSigningKeys(dataDir),
+      TRUST_PROXY: "true",
+    };
+    const gatewayEnv = (authUrl: string): Env => ({
       ...common,
       HOST: options.host,
       PORT: String(gatewayPort),
@@ -119,14 +114,35 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
       AUTH_URL: authUrl,
       PUBLIC_URL: publicUrl,
     });
-    const notifyConfig = readNotifyConfig({
+    const converterEnv: Env = {
+      ...common,
+      BROKER_URL: "memory:",
+      STORAGE_URL: storageUrl,
+      HEALTH_PORT: "0",
+      HEALTH_HOST: options.host,
+      WORK_DIR: join(dataDir, "work"),
+    };
+    const notifyEnv: Env = {
       ...common,
       BROKER_URL: "memory:",
       MAIL_URL: `file:${outboxDir}`,
       PUBLIC_URL: publicUrl,
       HEALTH_PORT: "0",
       HEALTH_HOST: options.host,
-    });
+    };
+    // Every service's settings are checked before the first one starts, so that one run lists
+    // every invalid setting. Auth's port is known only once it listens, so a stand-in is used.
+    checkSettings([
+      () => readAuthConfig(authEnv),
+      () => readGatewayConfig(gatewayEnv("http://127.0.0.1:1")),
+      () => readConverterConfig(converterEnv),
+      () => readNotifyConfig(notifyEnv),
+    ]);
+
+    parts.auth = await startAuth(readAuthConfig(authEnv), { logger: loggerOf("svc-auth") });
+    const authUrl = `http://127.0.0.1:${parts.auth.port}`;
+    const gatewayConfig = readGatewayConfig(gatewayEnv(authUrl));
+    const notifyConfig = readNotifyConfig(notifyEnv);
     parts.queues = {
       video: gatewayConfig.videoQueue,
       mp3: notifyConfig.mp3Queue,
@@ -135,17 +151,10 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
     parts.gateway = await startGateway(gatewayConfig, { broker, logger: loggerOf("gateway") });
     const gatewayUrl = `http://127.0.0.1:${parts.gateway.port}`;
 
-    parts.converter = await startConverter(
-      readConverterConfig({
-        ...common,
-        BROKER_URL: "memory:",
-        STORAGE_URL: storageUrl,
-        HEALTH_PORT: "0",
-        HEALTH_HOST: options.host,
-        WORK_DIR: join(dataDir, "work"),
-      }),
-      { broker, logger: loggerOf("converter") },
-    );
+    parts.converter = await startConverter(readConverterConfig(converterEnv), {
+      broker,
+      logger: loggerOf("converter"),
+    });
 
     parts.notify = await startNotify(notifyConfig, { broker, logger: loggerOf("notify") });
 
@@ -154,6 +163,20 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
     await stop();
     throw error;
   }
+}
+
+/** Runs every settings reader and raises one `ConfigError` with the problems of all of them. */
+function checkSettings(readers: ReadonlyArray<() => unknown>): void {
+  const problems: string[] = [];
+  for (const read of readers) {
+    try {
+      read();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 export function readAllInOneOptions(env: Env): AllInOneOptions {
@@ -192,6 +215,12 @@ function printWelcome(system: AllInOne): void {
 }
 
 /** Tells whether `error` is Bun's (`EADDRINUSE`) or Deno's (`AddrInUse`) port-taken error. */
+/** Returns whether `error` is a file system error that names a path, such as EACCES. */
+function isFileSystemError(error: unknown): error is NodeJS.ErrnoException {
+  const fields = error as NodeJS.ErrnoException | null;
+  return typeof fields?.code === "string" && typeof fields.path === "string";
+}
+
 function isAddressInUse(error: unknown): boolean {
   const fields = error as { code?: unknown; name?: unknown } | null;
   return fields?.code === "EADDRINUSE" || fields?.name === "AddrInUse";
@@ -213,6 +242,13 @@ async function main(): Promise<void> {
     // A service's own settings are read only while the system starts.
     if (error instanceof DataDirInUseError || error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    if (isFileSystemError(error)) {
+      process.stderr.write(
+        `The data directory ${options.dataDir} cannot be used: ${error.message}. ` +
+          "Fix its permissions or contents, or set DATA_DIR to another directory.\n",
+      );
       process.exit(1);
     }
     if (!isAddressInUse(error)) throw error;
