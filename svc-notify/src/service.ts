@@ -83,6 +83,7 @@ export async function startNotify(
     healthRoutes(logger, {
       broker: () => checkBroker(broker),
       mail: () => mailStatus.check(),
+      mail_delivery: { check: () => mailStatus.checkDelivery(), required: false },
     }),
   );
   const server = await openOrClose(

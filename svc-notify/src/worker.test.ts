@@ -420,6 +420,31 @@ describe("notify worker with a failing mailer", () => {
     }
   });
 
+  test("failing sends report mail delivery degraded", async () => {
+    let failing = true;
+    const mailer = new ScriptedMailer(() =>
+      failing ? Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) : null,
+    );
+    const harness = await startHarness({ mailer });
+    try {
+      await harness.publish(mp3Message());
+      await waitFor("first failed send", () => mailer.sends.length >= 1);
+
+      const during = await harness.readyz();
+      expect(during.status).toBe(200);
+      expect(during.body.status).toBe("degraded");
+      expect(JSON.stringify(during.body)).toContain("ECONNREFUSED");
+
+      failing = false;
+      await waitFor("notified event", () => harness.events.length === 1);
+      const after = await harness.readyz();
+      expect(after.status).toBe(200);
+      expect(after.body.status).toBe("ready");
+    } finally {
+      await harness.stop();
+    }
+  });
+
   test("mail recovers after a configuration error", async () => {
     const mailer = new ScriptedMailer((attempt) => (attempt === 1 ? rejectedCredentials() : null));
     const harness = await startHarness({ mailer });

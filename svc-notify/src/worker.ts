@@ -29,14 +29,29 @@ import { type SendRetryPolicy, sendRetryDelayMs } from "./retry.ts";
 /** Mail availability, as `/readyz` reports it. */
 export class MailStatus {
   #problem: string | undefined;
+  #deliveryProblem: string | undefined;
 
   /** Records a failure that only a change of settings can fix, such as rejected credentials. */
   markDown(problem: string): void {
     this.#problem = problem;
   }
 
+  /** Records a send that failed for a passing reason, such as an unreachable mail server. */
+  markFailing(problem: string): void {
+    this.#deliveryProblem = problem;
+  }
+
   markUp(): void {
     this.#problem = undefined;
+    this.#deliveryProblem = undefined;
+  }
+
+  /**
+   * Optional readiness check: throws while the last send failed for a passing reason, so that
+   * `/readyz` reports mail delivery as degraded during an outage without taking the pod out.
+   */
+  checkDelivery(): void {
+    if (this.#deliveryProblem !== undefined) throw new Error(this.#deliveryProblem);
   }
 
   /**
@@ -197,6 +212,7 @@ function logSendFailure(
     );
     return;
   }
+  options.mailStatus.markFailing(`the last send failed: ${errorFields(error).message}`);
   log.warn(fields, failure.delayMs === undefined ? "email not sent" : "email not sent; retrying");
 }
 
