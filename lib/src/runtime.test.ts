@@ -120,6 +120,15 @@ describe("serve with odd Host headers", () => {
     expect(after.status).toBe(200);
   });
 
+  test("two Host headers get 400", async () => {
+    const reply = await rawRequest(
+      server.port,
+      "GET /healthz HTTP/1.1\r\nHost: aaaa\r\nHost: bbbb",
+    );
+    expect(reply).toStartWith("HTTP/1.1 400");
+    expect(reply).toContain("The Host header is invalid");
+  });
+
   test("short Host still reaches its route", async () => {
     const reply = await rawRequest(server.port, "GET /healthz HTTP/1.1\r\nHost: abc");
     expect(reply).toStartWith("HTTP/1.1 200");

@@ -71,11 +71,15 @@ const MIN_ROUTABLE_HOST_LENGTH = 4;
 
 /**
  * Returns the request as the app can route it: with a host too short for Elysia, the same request
- * addressed to `localhost`. A `Host` header that makes no valid URL, such as `a:b:c`, gets 400.
+ * addressed to `localhost`. A `Host` header that makes no valid URL, such as `a:b:c`, or a
+ * repeated one gets 400.
  */
 export function canonicalRequest(request: Request): Request | Response {
   let url: URL;
   try {
+    // Several Host headers arrive joined with commas, and RFC 9112 (section 3.2) has a server
+    // answer them with 400.
+    if (request.headers.get("host")?.includes(",")) throw new Error("several Host headers");
     url = new URL(request.url);
   } catch {
     return toErrorResponse(
