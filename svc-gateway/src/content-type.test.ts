@@ -90,6 +90,9 @@ describe("readBoundary", () => {
     ["multipart/form-data; boundary=a*b", "does not allow"],
     ['multipart/form-data; boundary=" "', "ends with a space"],
     ["multipart/form-data; boundary", "malformed"],
+    ["multipart/form-data; boundary=abc; boundary*=def", "extended boundary*"],
+    ["multipart/form-data; boundary*=abc", "extended boundary*"],
+    ["multipart/form-data; boundary*0=abc", "extended boundary*"],
   ])("rejects %j", (contentType, problem) => {
     const result = readBoundary(contentType);
 

@@ -76,6 +76,13 @@ export function readBoundary(contentType: string): BoundaryResult {
   if (mediaType.type !== "multipart" || mediaType.subtype !== "form-data") {
     return { problem: "The Content-Type header is not multipart/form-data." };
   }
+  // RFC 2231's extended form `boundary*` is not read, and next to `boundary` a client or proxy
+  // that reads it could split the body on another boundary than the gateway does.
+  if (mediaType.parameters.some((parameter) => parameter.name.startsWith("boundary*"))) {
+    return {
+      problem: "The Content-Type header has an extended boundary* parameter; use boundary=.",
+    };
+  }
   const boundaries = mediaType.parameters.filter((parameter) => parameter.name === "boundary");
   if (boundaries.length === 0) {
     return { problem: "The Content-Type header has no boundary parameter." };
