@@ -115,6 +115,28 @@ async function recordEmail(
 }
 
 /**
+ * Returns the job id of a dead-lettered message, or undefined after logging a message that names
+ * no job. Such a message is acknowledged and so dropped, because rejecting it would drop it too:
+ * a dead-letter queue has no dead-letter queue of its own.
+ */
+function deadLetteredJobId(
+  delivery: Delivery,
+  kind: "video" | "mp3",
+  logger: Logger,
+): string | undefined {
+  try {
+    return decodeMessage(DeadLetterSchema, delivery.body).job_id;
+  } catch (error) {
+    if (!(error instanceof InvalidMessageError)) throw error;
+    logger.error(
+      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
+      `dead-lettered ${kind} message names no job; dropped`,
+    );
+    return undefined;
+  }
+}
+
+/**
  * Marks the job of a dead-lettered VideoMessage failed. When the message is whole, it also sends
  * the failure to notify, which emails the user as for a file the converter cannot convert.
  *
@@ -132,18 +154,8 @@ export async function handleDeadLetteredVideo(
   delivery: Delivery,
   deps: Pick<EventConsumerDeps, "jobs" | "logger" | "broker" | "mp3Queue">,
 ): Promise<DeliveryOutcome> {
-  let jobId: string;
-  try {
-    jobId = decodeMessage(DeadLetterSchema, delivery.body).job_id;
-  } catch (error) {
-    if (!(error instanceof InvalidMessageError)) throw error;
-    // Rejecting here would drop the message too, because a dead-letter queue has none of its own.
-    deps.logger.error(
-      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
-      "dead-lettered video message names no job; dropped",
-    );
-    return "ack";
-  }
+  const jobId = deadLetteredJobId(delivery, "video", deps.logger);
+  if (jobId === undefined) return "ack";
   const applied = await deps.jobs.applyUpdate(jobId, {
     state: "failed",
     failure: DEAD_LETTER_FAILURE,
@@ -218,24 +230,14 @@ async function publishFailureEmail(
 /**
  * Records that notify gave up emailing the user about a job, so `GET /jobs/:id` shows it, and
  * logs it for the operator. The job keeps its state: its MP3, if any, can still be downloaded.
- * Nothing sends the email again. A message that names no job is logged and dropped, because a
- * dead-letter queue has no dead-letter queue of its own.
+ * Nothing sends the email again.
  */
 export async function handleDeadLetteredEmail(
   delivery: Delivery,
   deps: Pick<EventConsumerDeps, "jobs" | "logger">,
 ): Promise<DeliveryOutcome> {
-  let jobId: string;
-  try {
-    jobId = decodeMessage(DeadLetterSchema, delivery.body).job_id;
-  } catch (error) {
-    if (!(error instanceof InvalidMessageError)) throw error;
-    deps.logger.error(
-      { err: errorFields(error), queue: delivery.queue, message_id: delivery.messageId },
-      "dead-lettered mp3 message names no job; dropped",
-    );
-    return "ack";
-  }
+  const jobId = deadLetteredJobId(delivery, "mp3", deps.logger);
+  if (jobId === undefined) return "ack";
   const recorded = await deps.jobs.recordEmailFailed(jobId, Date.now());
   const fields = { job_id: jobId, reason: delivery.headers[DEATH_REASON_HEADER] };
   if (recorded) deps.logger.error(fields, "email to the user failed for good; recorded on the job");
