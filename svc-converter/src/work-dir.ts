@@ -235,10 +235,11 @@ async function isAbandonedInstance(path: string, now: number): Promise<boolean> 
   if (!names.every(ours)) return false;
   const owner = await readOwner(path);
   if (owner !== null && ownInstances.has(owner.instance)) return false;
-  if (owner !== null && ownerHasExited(owner)) return true;
+  const status = owner === null ? "unchecked" : ownerStatus(owner);
+  if (status === "exited") return true;
   // A converter on this host that still runs keeps its directory and its ffmpeg, even when its
   // heartbeat is late, because the sweep would otherwise kill a conversion in progress.
-  if (owner !== null && ownerRunsHere(owner)) return false;
+  if (status === "running") return false;
   return now - (await lstat(path)).mtimeMs > HEARTBEAT_STALE_MS;
 }
 
@@ -282,27 +283,22 @@ async function readOwner(path: string): Promise<InstanceOwner | null> {
  * process's own (so it was an earlier process) or no process has that PID. A PID in use may
  * belong to an unrelated process that reused it, so that case waits for the stale heartbeat.
  */
-/** Returns whether `owner` is another process on this host and in this PID namespace that runs. */
-function ownerRunsHere(owner: InstanceOwner): boolean {
+/**
+ * Returns whether the owner of an instance directory has exited or still runs, or `unchecked`
+ * when it is on another host or in another PID namespace. An owner with this process's PID is an
+ * earlier run whose PID was reused, so it has exited.
+ */
+function ownerStatus(owner: InstanceOwner): "exited" | "running" | "unchecked" {
   const self = currentProcess();
-  if (owner.host !== self.host || owner.pid_namespace !== self.pid_namespace) return false;
-  if (owner.pid === self.pid) return false;
+  if (owner.host !== self.host || owner.pid_namespace !== self.pid_namespace) return "unchecked";
+  if (owner.pid === self.pid) return "exited";
   try {
     process.kill(owner.pid, 0);
-    return true;
+    return "running";
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-function ownerHasExited(owner: InstanceOwner): boolean {
-  const self = currentProcess();
-  if (owner.host !== self.host || owner.pid_namespace !== self.pid_namespace) return false;
-  if (owner.pid === self.pid) return true;
-  try {
-    process.kill(owner.pid, 0);
-    return false;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "ESRCH";
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ESRCH") return "exited";
+    // EPERM: the process exists but belongs to another user.
+    return code === "EPERM" ? "running" : "unchecked";
   }
 }
