@@ -1,10 +1,10 @@
 import { expect, test } from "bun:test";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../src/config.ts";
 import { readAllInOneOptions } from "./all-in-one.ts";
+import { runDevRunnerToExit } from "./dev-runner.ts";
 
 test("dev options have documented defaults", () => {
   const options = readAllInOneOptions({});
@@ -34,24 +34,11 @@ test("dev options name every invalid variable", () => {
 test("dev runner prints an invalid service setting", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "mp3c-dev-config-"));
   try {
-    const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
-      env: {
-        ...process.env,
-        DATA_DIR: dataDir,
-        GATEWAY_PORT: "0",
-        AUTH_PORT: "0",
-        LOG_LEVEL: "silent",
-        JOB_RETENTION_DAYS: "abc",
-        CONVERTER_PREFETCH: "x",
-        MAIL_RETRY_SECONDS: "-1",
-      },
-      stdio: ["ignore", "ignore", "pipe"],
+    const { code, stderr } = await runDevRunnerToExit(dataDir, {
+      JOB_RETENTION_DAYS: "abc",
+      CONVERTER_PREFETCH: "x",
+      MAIL_RETRY_SECONDS: "-1",
     });
-    let stderr = "";
-    runner.stderr?.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
 
     expect(code).toBe(1);
     expect(stderr).toContain("JOB_RETENTION_DAYS=abc is invalid");
@@ -68,21 +55,7 @@ test("dev runner names an unusable data directory", async () => {
   try {
     // A file where the outbox directory belongs.
     writeFileSync(join(dataDir, "outbox"), "");
-    const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
-      env: {
-        ...process.env,
-        DATA_DIR: dataDir,
-        GATEWAY_PORT: "0",
-        AUTH_PORT: "0",
-        LOG_LEVEL: "silent",
-      },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    runner.stderr?.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
+    const { code, stderr } = await runDevRunnerToExit(dataDir);
 
     expect(code).toBe(1);
     expect(stderr).toContain(`The data directory ${dataDir} cannot be used`);

@@ -10,6 +10,7 @@ import {
   lockDataDir,
   removeStaleLock,
 } from "./data-dir-lock.ts";
+import { runDevRunnerToExit } from "./dev-runner.ts";
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
@@ -89,16 +90,7 @@ test("dev runner exits when the directory is in use", async () => {
   const other = otherProcess();
   writeFileSync(join(dir, LOCK_FILE_NAME), `${other.pid}\n`);
 
-  const runner = spawn(process.execPath, [join(import.meta.dir, "all-in-one.ts")], {
-    env: { ...process.env, DATA_DIR: dir, GATEWAY_PORT: "0", AUTH_PORT: "0", LOG_LEVEL: "silent" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  children.push(runner);
-  let stderr = "";
-  runner.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => runner.on("close", resolve));
+  const { code, stderr } = await runDevRunnerToExit(dir);
 
   expect(code).toBe(1);
   expect(stderr).toContain(`in use by process ${other.pid}`);
