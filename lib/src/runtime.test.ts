@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHttpApp } from "./http.ts";
 import { createLogger } from "./log.ts";
-import { type Server, serve } from "./runtime.ts";
+import { isProcessRunning, type Server, serve } from "./runtime.ts";
 
 /** Polls `check` every 50 ms until it returns true or `timeoutMs` passes. */
 async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
@@ -17,21 +17,6 @@ async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boole
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return check();
-}
-
-/** Returns whether `pid` runs. A zombie that no process has reaped yet counts as exited. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return true;
-  }
 }
 
 test("onParentExit runs when the parent is killed", async () => {
@@ -60,15 +45,15 @@ test("onParentExit runs when the parent is killed", async () => {
   try {
     expect(await waitUntil(() => existsSync(pidFile), 10_000)).toBe(true);
     childPid = Number(readFileSync(pidFile, "utf8"));
-    expect(isAlive(childPid)).toBe(true);
+    expect(isProcessRunning(childPid)).toBe(true);
 
     parent.kill("SIGKILL");
 
     expect(await waitUntil(() => existsSync(marker), 5_000)).toBe(true);
-    expect(await waitUntil(() => !isAlive(childPid as number), 5_000)).toBe(true);
+    expect(await waitUntil(() => !isProcessRunning(childPid as number), 5_000)).toBe(true);
   } finally {
     if (parent.exitCode === null && parent.signalCode === null) parent.kill("SIGKILL");
-    if (childPid !== undefined && isAlive(childPid)) process.kill(childPid, "SIGKILL");
+    if (childPid !== undefined && isProcessRunning(childPid)) process.kill(childPid, "SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 }, 30_000);

@@ -2,7 +2,7 @@
  * The few calls that differ between Bun and Deno. Everything else (node:child_process, node:fs,
  * node:sqlite, fetch) behaves the same on both, so services import those directly.
  */
-import { openAsBlob } from "node:fs";
+import { openAsBlob, readFileSync } from "node:fs";
 import { AppError, toErrorResponse } from "./errors.ts";
 import { acceptRequestId, REQUEST_ID_HEADER } from "./request-id.ts";
 
@@ -166,5 +166,24 @@ export function onShutdownSignal(handler: (signal: string) => void): void {
       called = true;
       handler(signal);
     });
+  }
+}
+
+/**
+ * Returns whether `pid` names a running process. A zombie (a dead process that its parent has not
+ * reaped yet) counts as stopped where /proc shows it.
+ */
+export function isProcessRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return true;
   }
 }

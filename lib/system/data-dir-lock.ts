@@ -5,9 +5,9 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { link, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { isProcessRunning } from "../src/runtime.ts";
 
 /** Name of the lock file in the data directory. It contains the PID of the holder. */
 export const LOCK_FILE_NAME = "all-in-one.pid";
@@ -36,25 +36,6 @@ export class DataDirInUseError extends Error {
     );
     this.name = "DataDirInUseError";
     this.pid = pid;
-  }
-}
-
-/**
- * Returns whether `pid` names a running process. A zombie (a dead process that its parent has not
- * reaped yet) counts as stopped where /proc shows it.
- */
-export function isProcessRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: the process exists but belongs to another user.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return true;
   }
 }
 
