@@ -1,8 +1,8 @@
 /**
- * Conditional GET requests (RFC 9110, section 13): `If-Match` and `If-Unmodified-Since`, which
- * let a client require the version it has (412 otherwise), `If-None-Match` and
- * `If-Modified-Since`, which let it revalidate a copy with 304, and `If-Range`, which lets it
- * resume a download only while the representation is unchanged.
+ * Conditional GET requests (RFC 9110, section 13). `If-Match` and `If-Unmodified-Since` let a
+ * client require the version it has, with 412 otherwise. `If-None-Match` and `If-Modified-Since`
+ * let it revalidate a copy with 304. `If-Range` lets it resume a download only while the
+ * representation is unchanged.
  */
 
 /** Validators of a representation, sent as `ETag` and `Last-Modified`. */

@@ -77,8 +77,8 @@ const MIN_ROUTABLE_HOST_LENGTH = 4;
 export function canonicalRequest(request: Request): Request | Response {
   let url: URL;
   try {
-    // Several Host headers arrive joined with commas, and RFC 9112 (section 3.2) has a server
-    // answer them with 400.
+    // Several Host headers arrive joined with commas, and RFC 9112 (section 3.2) requires a 400
+    // response to them.
     if (request.headers.get("host")?.includes(",")) throw new Error("several Host headers");
     url = new URL(request.url);
   } catch {

@@ -97,8 +97,8 @@ test("dev runner exits when the directory is in use", async () => {
 }, 30_000);
 
 test("stale-lock removal spares a lock taken meanwhile", async () => {
-  // A process that read a dead PID comes to remove the file after another process has replaced
-  // it with its own lock; the removal must find the running holder and leave the file.
+  // A process read a dead PID, and another process then replaced the file with its own lock.
+  // The removal that follows must find the running holder and leave the file.
   const dir = tempDir();
   const other = otherProcess();
   const path = join(dir, LOCK_FILE_NAME);

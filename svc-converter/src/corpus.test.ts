@@ -45,7 +45,7 @@ afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-// Without the corpus, one skipped test says so by name in the summary.
+// Without the corpus, one skipped test names it in the summary.
 if (corpusDir === undefined) test.skip("media corpus (set MEDIA_CORPUS_DIR to run)", () => {});
 
 describe.skipIf(corpusDir === undefined)("media corpus", () => {

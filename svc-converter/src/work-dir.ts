@@ -4,10 +4,10 @@
  * directory of its own (`mp3converter-XXXXXX`). The directory records its owner (host, PID
  * namespace and PID) in `owner.json`, and the owner refreshes its modification time as a
  * heartbeat. A sweep at start-up and after each heartbeat removes what a crash or SIGKILL left
- * behind: the instance directories whose owner has exited, or whose owner this process cannot
- * check (another host or container) and has sent no heartbeat for `HEARTBEAT_STALE_MS`, and the
- * job directories of earlier versions once they are older than
- * any conversion can run. Before it removes an instance directory, the sweep kills the ffmpeg and
+ * behind. It removes an instance directory whose owner has exited, and one whose owner it cannot
+ * check (another host or container) once no heartbeat came for `HEARTBEAT_STALE_MS`. It also
+ * removes the job directories of earlier versions once they are older than any conversion can
+ * run. Before it removes an instance directory, the sweep kills the ffmpeg and
  * ffprobe processes that its owner left running (see `orphans.ts`).
  */
 import { randomUUID } from "node:crypto";
